@@ -1,0 +1,270 @@
+//! Authoritative flash-sale stock in Redis.
+//!
+//! All stock changes happen inside Lua scripts, loaded once and called by
+//! SHA (`redis::Script` falls back to loading on `NOSCRIPT`, e.g. after a
+//! Redis restart). The buy path costs exactly one round trip: the reserve
+//! script. The connection is a lazily connecting, self-healing
+//! `ConnectionManager`: when Redis is down calls fail fast (the API answers
+//! 503) and the next call after Redis returns reconnects by itself.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Script, Value};
+use seckill_shared::api::SoldOutSnapshot;
+use seckill_shared::keys::{MemberState, RedisKeys, ORDER_GROUP};
+use seckill_shared::{MemberId, ProductId};
+
+use crate::db::products::{LiveOrders, ProductRow};
+
+/// What the reserve script decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReserveOutcome {
+    Queued { stock_left: i64, seq: i64 },
+    SoldOut,
+    AlreadyOrdered,
+    NotStarted,
+    Ended,
+    UnknownProduct,
+}
+
+struct Scripts {
+    reserve: Script,
+    preheat: Script,
+    mark_sold_out: Script,
+}
+
+#[derive(Clone)]
+pub struct Inventory {
+    conn: ConnectionManager,
+    keys: RedisKeys,
+    scripts: std::sync::Arc<Scripts>,
+}
+
+/// Reserve-script source, public so the benchmark can run the very same
+/// script under `redis-benchmark`.
+pub const RESERVE_LUA: &str = include_str!("reserve.lua");
+
+impl Inventory {
+    /// Creates the handle without connecting: the origin starts (and answers
+    /// 503) while Redis is down, and connects when it comes up.
+    pub fn new(redis_url: &str, keys: RedisKeys) -> redis::RedisResult<Self> {
+        let client = redis::Client::open(redis_url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(3)))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        Ok(Self {
+            conn,
+            keys,
+            scripts: std::sync::Arc::new(Scripts {
+                reserve: Script::new(RESERVE_LUA),
+                preheat: Script::new(include_str!("preheat.lua")),
+                mark_sold_out: Script::new(include_str!("mark_sold_out.lua")),
+            }),
+        })
+    }
+
+    pub fn keys(&self) -> &RedisKeys {
+        &self.keys
+    }
+
+    /// A connection handle for other modules' commands (cheap clone).
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    pub async fn ping(&self) -> redis::RedisResult<()> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING").query_async::<()>(&mut conn).await
+    }
+
+    /// The buy decision: one script call, one round trip.
+    pub async fn reserve(
+        &self,
+        product: ProductId,
+        member: MemberId,
+    ) -> redis::RedisResult<ReserveOutcome> {
+        let mut conn = self.conn.clone();
+        let reply: Vec<Value> = self
+            .scripts
+            .reserve
+            .key(self.keys.item(product))
+            .key(self.keys.members(product))
+            .key(self.keys.orders(product))
+            .arg(member.get())
+            .arg(product.get())
+            .invoke_async(&mut conn)
+            .await?;
+        parse_reserve(reply)
+    }
+
+    /// Loads one item from its database row unless it is already live.
+    /// Returns true when it was loaded.
+    pub async fn preheat(&self, row: &ProductRow, live: &LiveOrders) -> redis::RedisResult<bool> {
+        self.run_preheat(row, live, "keep").await
+    }
+
+    /// Loads a sale that was just created, wiping anything Redis still holds
+    /// under its id from a creation that was rolled back.
+    pub async fn load_new(&self, row: &ProductRow) -> redis::RedisResult<()> {
+        self.run_preheat(row, &LiveOrders::default(), "replace")
+            .await
+            .map(|_| ())
+    }
+
+    /// Removes every key of one product (used when its creation is rolled back).
+    pub async fn unload(&self, product: ProductId) -> redis::RedisResult<()> {
+        let mut conn = self.conn.clone();
+        redis::cmd("DEL")
+            .arg(&self.product_keys(product)[..])
+            .query_async::<()>(&mut conn)
+            .await?;
+        redis::cmd("SREM")
+            .arg(self.keys.products())
+            .arg(product.get())
+            .query_async::<()>(&mut conn)
+            .await
+    }
+
+    fn product_keys(&self, product: ProductId) -> [String; 5] {
+        [
+            self.keys.item(product),
+            self.keys.members(product),
+            self.keys.orders(product),
+            self.keys.returned(product),
+            self.keys.dead_letters(product),
+        ]
+    }
+
+    async fn run_preheat(
+        &self,
+        row: &ProductRow,
+        live: &LiveOrders,
+        mode: &str,
+    ) -> redis::RedisResult<bool> {
+        let product = row.product_id();
+        let mut conn = self.conn.clone();
+        let mut call = self.scripts.preheat.prepare_invoke();
+        for key in self.product_keys(product) {
+            call.key(key);
+        }
+        call.arg(row.stock_available)
+            .arg(row.starts_at)
+            .arg(row.ends_at)
+            .arg(row.flash_price_cents)
+            .arg(row.stock_total)
+            .arg(live.max_seq)
+            .arg(ORDER_GROUP)
+            .arg(mode);
+        for &(member, order) in &live.member_orders {
+            let order = seckill_shared::OrderId::new(order).expect("database ids are positive");
+            call.arg(member)
+                .arg(MemberState::Ordered { order }.encode());
+        }
+        let loaded: i64 = call.invoke_async(&mut conn).await?;
+        // The registry of live products lets consumers and pollers find
+        // every product's keys; it spans products, so it is its own command.
+        redis::cmd("SADD")
+            .arg(self.keys.products())
+            .arg(product.get())
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(loaded == 1)
+    }
+
+    /// What the member holds for the product, if anything.
+    pub async fn member_state(
+        &self,
+        product: ProductId,
+        member: MemberId,
+    ) -> redis::RedisResult<Option<MemberState>> {
+        let mut conn = self.conn.clone();
+        let raw: Option<String> = redis::cmd("HGET")
+            .arg(self.keys.members(product))
+            .arg(member.get())
+            .query_async(&mut conn)
+            .await?;
+        Ok(raw.as_deref().and_then(MemberState::decode))
+    }
+
+    /// Live stock, or `None` when the item is not in Redis.
+    pub async fn stock_left(&self, product: ProductId) -> redis::RedisResult<Option<i64>> {
+        let mut conn = self.conn.clone();
+        redis::cmd("HGET")
+            .arg(self.keys.item(product))
+            .arg("stock")
+            .query_async(&mut conn)
+            .await
+    }
+
+    /// The sold-out registry, as edges read it.
+    pub async fn sold_out_snapshot(&self) -> redis::RedisResult<SoldOutSnapshot> {
+        let mut conn = self.conn.clone();
+        let (members, version): (Vec<i64>, Option<u64>) = redis::pipe()
+            .cmd("SMEMBERS")
+            .arg(self.keys.sold_out())
+            .cmd("GET")
+            .arg(self.keys.sold_out_version())
+            .query_async(&mut conn)
+            .await?;
+        let mut sold_out: Vec<ProductId> = members
+            .into_iter()
+            .filter_map(|id| ProductId::new(id).ok())
+            .collect();
+        sold_out.sort();
+        Ok(SoldOutSnapshot {
+            version: version.unwrap_or(0),
+            sold_out,
+        })
+    }
+
+    /// Records a sell-out (or its end) in the registry and broadcasts it.
+    /// Returns the new registry version, or `None` when nothing changed.
+    pub async fn mark_sold_out(
+        &self,
+        product: ProductId,
+        sold_out: bool,
+    ) -> redis::RedisResult<Option<u64>> {
+        let mut conn = self.conn.clone();
+        let version: u64 = self
+            .scripts
+            .mark_sold_out
+            .key(self.keys.sold_out())
+            .key(self.keys.sold_out_version())
+            .arg(product.get())
+            .arg(if sold_out { "1" } else { "0" })
+            .arg(self.keys.sold_out_channel())
+            .invoke_async(&mut conn)
+            .await?;
+        Ok((version > 0).then_some(version))
+    }
+}
+
+fn parse_reserve(reply: Vec<Value>) -> redis::RedisResult<ReserveOutcome> {
+    let mut parts = reply.into_iter();
+    let verdict: String = match parts.next() {
+        Some(value) => redis::from_redis_value(value)?,
+        None => return Err(unexpected("empty reply from the reserve script")),
+    };
+    Ok(match verdict.as_str() {
+        "queued" => {
+            let stock_left: i64 = redis::from_redis_value(parts.next().unwrap_or(Value::Nil))?;
+            let seq: i64 = redis::from_redis_value(parts.next().unwrap_or(Value::Nil))?;
+            ReserveOutcome::Queued { stock_left, seq }
+        }
+        "sold_out" => ReserveOutcome::SoldOut,
+        "already_ordered" => ReserveOutcome::AlreadyOrdered,
+        "not_started" => ReserveOutcome::NotStarted,
+        "ended" => ReserveOutcome::Ended,
+        "unknown_product" => ReserveOutcome::UnknownProduct,
+        _ => return Err(unexpected("unknown verdict from the reserve script")),
+    })
+}
+
+fn unexpected(what: &'static str) -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::Parse, what))
+}

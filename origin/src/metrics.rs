@@ -1,0 +1,155 @@
+//! Prometheus metrics, exposed at `GET /metrics`.
+//!
+//! Counters are updated on the request path (an atomic add each); gauges that
+//! describe Redis state (queue length, pending entries) are read when the
+//! metrics are scraped, not on every request.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::state::AppState;
+
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: IntCounterVec,
+    pub http_duration: HistogramVec,
+    pub reservations: IntCounter,
+    pub sold_out_rejections: IntCounterVec,
+    pub buy_refusals: IntCounterVec,
+    pub preheats: IntCounter,
+    pub sold_out_flags: IntGauge,
+    /// Gauges filled in at scrape time from Redis, by product.
+    pub queue_gauges: IntGaugeVec,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let http_requests = IntCounterVec::new(
+            Opts::new(
+                "http_requests_total",
+                "HTTP requests by route, method and status",
+            ),
+            &["route", "method", "status"],
+        )
+        .unwrap();
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "HTTP request latency by route",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+            &["route"],
+        )
+        .unwrap();
+        let reservations = IntCounter::new(
+            "seckill_reservations_total",
+            "Buys that reserved stock and queued an order (202)",
+        )
+        .unwrap();
+        let sold_out_rejections = IntCounterVec::new(
+            Opts::new(
+                "seckill_sold_out_rejections_total",
+                "Buys refused as sold out, by where the answer came from (local_flag: no Redis call)",
+            ),
+            &["source"],
+        )
+        .unwrap();
+        let buy_refusals = IntCounterVec::new(
+            Opts::new("seckill_buy_refusals_total", "Buys refused, by error code"),
+            &["reason"],
+        )
+        .unwrap();
+        let preheats = IntCounter::new(
+            "seckill_preheat_recoveries_total",
+            "Items re-loaded into Redis after Redis reported them unknown",
+        )
+        .unwrap();
+        let sold_out_flags = IntGauge::new(
+            "seckill_sold_out_flags",
+            "Products this process currently holds a sold-out flag for",
+        )
+        .unwrap();
+        let queue_gauges = IntGaugeVec::new(
+            Opts::new(
+                "seckill_queue",
+                "Order queue state read from Redis at scrape time",
+            ),
+            &["product", "measure"],
+        )
+        .unwrap();
+        for collector in [
+            Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(http_duration.clone()),
+            Box::new(reservations.clone()),
+            Box::new(sold_out_rejections.clone()),
+            Box::new(buy_refusals.clone()),
+            Box::new(preheats.clone()),
+            Box::new(sold_out_flags.clone()),
+            Box::new(queue_gauges.clone()),
+        ] {
+            registry.register(collector).unwrap();
+        }
+        Self {
+            registry,
+            http_requests,
+            http_duration,
+            reservations,
+            sold_out_rejections,
+            buy_refusals,
+            preheats,
+            sold_out_flags,
+            queue_gauges,
+        }
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buffer)
+            .expect("text encoding of metrics cannot fail");
+        String::from_utf8(buffer).expect("prometheus text is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Middleware counting every request by its route template (not its raw
+/// path, which would make one series per product id).
+pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().clone();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let metrics = &state.metrics;
+    metrics
+        .http_duration
+        .with_label_values(&[route.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    metrics
+        .http_requests
+        .with_label_values(&[route.as_str(), method.as_str(), response.status().as_str()])
+        .inc();
+    response
+}

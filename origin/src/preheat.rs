@@ -1,0 +1,97 @@
+//! Stock preheat: make the database's flash items live in Redis.
+//!
+//! Runs for every item that has not ended when the origin starts (retrying
+//! until Redis is reachable), when an item is created, and lazily when the
+//! reserve script reports an item Redis does not know (Redis was restarted
+//! without its data). The preheat script never overwrites live stock.
+
+use std::time::Duration;
+
+use seckill_shared::ProductId;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::unix_s;
+use crate::db::products::{self, ProductRow};
+use crate::db::Database;
+use crate::inventory::Inventory;
+
+#[derive(Clone)]
+pub struct Preheater {
+    db: Database,
+    inventory: Inventory,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PreheatError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+impl Preheater {
+    pub fn new(db: Database, inventory: Inventory) -> Self {
+        Self { db, inventory }
+    }
+
+    /// Loads one database row into Redis unless it is already live.
+    pub async fn load(&self, row: &ProductRow) -> Result<bool, PreheatError> {
+        let live = products::live_orders(&self.db.pool, row.product_id()).await?;
+        let loaded = self.inventory.preheat(row, &live).await?;
+        if loaded {
+            tracing::info!(
+                product = row.id,
+                stock = row.stock_available,
+                "stock preheated into redis"
+            );
+        }
+        Ok(loaded)
+    }
+
+    /// Makes one product live if the database has it and its sale has not
+    /// ended. Returns the database row (loaded or not), or `None` for an id
+    /// the database does not know.
+    pub async fn ensure_live(
+        &self,
+        product: ProductId,
+    ) -> Result<Option<ProductRow>, PreheatError> {
+        let Some(row) = products::get(&self.db.pool, product).await? else {
+            return Ok(None);
+        };
+        if row.ends_at > unix_s() as i64 {
+            self.load(&row).await?;
+        }
+        Ok(Some(row))
+    }
+
+    /// Preheats every item that has not ended; returns how many were loaded.
+    pub async fn load_all(&self) -> Result<usize, PreheatError> {
+        let rows = products::not_ended(&self.db.pool, unix_s() as i64).await?;
+        let mut loaded = 0;
+        for row in &rows {
+            if self.load(row).await? {
+                loaded += 1;
+            }
+        }
+        tracing::info!(items = rows.len(), loaded, "stock preheat finished");
+        Ok(loaded)
+    }
+
+    /// Start-up preheat, retried with backoff until it succeeds or shutdown.
+    pub async fn load_all_with_retry(&self, shutdown: CancellationToken) {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match self.load_all().await {
+                Ok(_) => return,
+                Err(err) => {
+                    tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "stock preheat failed");
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! Per-product flags held in this process's memory, with an expiry.
+//!
+//! The sold-out flags are the check that costs no Redis round trip: once a
+//! node knows a product is sold out it answers `409 sold_out` from memory.
+//! They come from the reserve script's own answers and from the sold-out
+//! broadcast, and each expires after `SECKILL_SOLDOUT_TTL_MS`, so a missed
+//! "back in stock" message costs at most one TTL of refusals. The same type
+//! remembers, for a second, ids that are not products at all, so a flood of
+//! buys for a made-up id does not reach the database.
+
+use std::sync::RwLock;
+
+use seckill_shared::flags::ExpiringFlags;
+use seckill_shared::ProductId;
+
+use crate::clock::monotonic_ms;
+
+pub struct ProductFlags {
+    flags: RwLock<ExpiringFlags>,
+}
+
+impl ProductFlags {
+    pub fn new(ttl_ms: u64) -> Self {
+        Self {
+            flags: RwLock::new(ExpiringFlags::new(ttl_ms)),
+        }
+    }
+
+    pub fn is_raised(&self, product: ProductId) -> bool {
+        let flags = self.flags.read().unwrap_or_else(|e| e.into_inner());
+        flags.is_set(product, monotonic_ms())
+    }
+
+    /// Raises (or refreshes) the flag; true when it was not raised before.
+    pub fn raise(&self, product: ProductId) -> bool {
+        let now = monotonic_ms();
+        let mut flags = self.flags.write().unwrap_or_else(|e| e.into_inner());
+        let was_raised = flags.is_set(product, now);
+        flags.set(product, now);
+        !was_raised
+    }
+
+    pub fn clear(&self, product: ProductId) {
+        let mut flags = self.flags.write().unwrap_or_else(|e| e.into_inner());
+        flags.clear(product);
+    }
+
+    /// Replaces every flag with a full snapshot from Redis.
+    pub fn replace_all(&self, products: impl IntoIterator<Item = ProductId>) {
+        let mut flags = self.flags.write().unwrap_or_else(|e| e.into_inner());
+        flags.replace_all(products, monotonic_ms());
+    }
+
+    pub fn raised(&self) -> Vec<ProductId> {
+        let flags = self.flags.read().unwrap_or_else(|e| e.into_inner());
+        flags.raised(monotonic_ms())
+    }
+
+    pub fn purge_expired(&self) {
+        let mut flags = self.flags.write().unwrap_or_else(|e| e.into_inner());
+        flags.purge_expired(monotonic_ms());
+    }
+}

@@ -1,0 +1,90 @@
+//! Builds the application from a configuration: database (migrated), Redis
+//! handle, listener, router and background tasks. `main` runs it until a
+//! signal; a test can build it on port 0 and read the port it got.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::db::Database;
+use crate::inventory::Inventory;
+use crate::routes;
+use crate::state::AppState;
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        let db = Database::connect(&config.database_url, config.db_max_connections)
+            .await
+            .context("DATABASE_URL: cannot open and migrate the database")?;
+        let inventory =
+            Inventory::new(&config.redis_url, config.keys.clone()).context("REDIS_URL")?;
+        let listener = TcpListener::bind(config.bind)
+            .await
+            .with_context(|| format!("SECKILL_BIND: cannot listen on {}", config.bind))?;
+        let state = AppState::new(config, db, inventory, shutdown);
+        Ok(Self { listener, state })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until the shutdown token is cancelled, then lets every
+    /// background task finish the unit of work it holds.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let state = self.state;
+        let shutdown = state.shutdown.clone();
+        let mut tasks = JoinSet::new();
+        spawn_background(&mut tasks, &state);
+
+        let server = axum::serve(self.listener, routes::router(state.clone()))
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let served = server.await.context("HTTP server failed");
+        shutdown.cancel();
+        while let Some(joined) = tasks.join_next().await {
+            if let Err(err) = joined {
+                tracing::error!(error = %err, "background task panicked");
+            }
+        }
+        tracing::info!("stopped");
+        served
+    }
+}
+
+fn spawn_background(tasks: &mut JoinSet<()>, state: &AppState) {
+    if state.config.buy_mode == crate::config::BuyMode::Reserve {
+        let preheater = state.preheater.clone();
+        let shutdown = state.shutdown.clone();
+        tasks.spawn(async move { preheater.load_all_with_retry(shutdown).await });
+    }
+
+    // Expired flags are dropped now and then so the maps stay small.
+    let purge_state = state.clone();
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+        loop {
+            tokio::select! {
+                _ = purge_state.shutdown.cancelled() => return,
+                _ = tick.tick() => {
+                    purge_state.sold_out.purge_expired();
+                    purge_state.unknown_products.purge_expired();
+                }
+            }
+        }
+    });
+}

@@ -1,0 +1,14 @@
+//! Logging set-up: human-readable lines on stderr, filtered by `RUST_LOG`
+//! (default: this service at info, sqlx's per-query lines off).
+
+use tracing_subscriber::EnvFilter;
+
+pub fn init() {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

@@ -1,0 +1,297 @@
+//! Request and response bodies of the HTTP contract (`API.md`).
+//!
+//! Request bodies reject unknown fields, and the ones that carry user input
+//! convert into validated domain types, so a handler never sees a product
+//! with an empty name or a sale that ends before it starts.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error_code::ErrorCode;
+use crate::ids::{MemberId, OrderId, ProductId};
+
+/// Every error answer, from the edge or the origin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorCode,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionRequest {
+    pub member_id: MemberId,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionResponse {
+    pub token: String,
+    pub expires_at: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct TimeResponse {
+    pub now_ms: u64,
+}
+
+/// `GET /api/products/{id}`; times are unix seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductView {
+    pub product_id: ProductId,
+    pub name: String,
+    pub price_cents: i64,
+    pub flash_price_cents: i64,
+    pub stock_total: i64,
+    pub stock_left: i64,
+    pub starts_at: i64,
+    pub ends_at: i64,
+    pub sold_out: bool,
+}
+
+/// `GET /api/soldout`: what edges refresh their flags from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SoldOutSnapshot {
+    pub version: u64,
+    pub sold_out: Vec<ProductId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BuyStatus {
+    Queued,
+}
+
+/// `202` answer of `POST /api/seckill/{id}/orders`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuyAccepted {
+    pub status: BuyStatus,
+}
+
+/// The seed's `/miaosha/result`: empty, `1` queued, order id, `-1` failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResultStatus {
+    None,
+    Queued,
+    Success,
+    Failed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultView {
+    pub status: ResultStatus,
+    pub order_id: Option<OrderId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderStatus {
+    Unpaid,
+    Paid,
+    Cancelled,
+}
+
+impl OrderStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unpaid => "unpaid",
+            Self::Paid => "paid",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "unpaid" => Some(Self::Unpaid),
+            "paid" => Some(Self::Paid),
+            "cancelled" => Some(Self::Cancelled),
+            _ => None,
+        }
+    }
+}
+
+/// `GET /api/orders/{id}`; times are unix seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderView {
+    pub order_id: OrderId,
+    pub member_id: MemberId,
+    pub product_id: ProductId,
+    pub price_cents: i64,
+    pub status: OrderStatus,
+    pub created_at: i64,
+    pub pay_deadline: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayResponse {
+    pub status: OrderStatus,
+}
+
+/// `POST /admin/products` as sent on the wire.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProduct {
+    pub name: String,
+    pub price_cents: i64,
+    pub flash_price_cents: i64,
+    pub stock: i64,
+    pub starts_at: i64,
+    pub ends_at: i64,
+}
+
+/// A flash sale that passed validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewFlashSale {
+    pub name: String,
+    pub price_cents: i64,
+    pub flash_price_cents: i64,
+    pub stock: i64,
+    pub starts_at: i64,
+    pub ends_at: i64,
+}
+
+/// Upper bounds that keep arithmetic and storage sane.
+pub const MAX_NAME_CHARS: usize = 200;
+pub const MAX_STOCK: i64 = 10_000_000;
+pub const MAX_PRICE_CENTS: i64 = 1_000_000_000_000;
+/// Unix seconds in the year 9999: later dates are typos.
+pub const MAX_UNIX_S: i64 = 253_402_300_799;
+
+impl TryFrom<CreateProduct> for NewFlashSale {
+    type Error = String;
+
+    fn try_from(body: CreateProduct) -> Result<Self, String> {
+        let name = body.name.trim().to_string();
+        if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+            return Err(format!("name must be 1 to {MAX_NAME_CHARS} characters"));
+        }
+        if name.chars().any(char::is_control) {
+            return Err("name must not contain control characters".into());
+        }
+        for (field, value) in [
+            ("price_cents", body.price_cents),
+            ("flash_price_cents", body.flash_price_cents),
+        ] {
+            if !(0..=MAX_PRICE_CENTS).contains(&value) {
+                return Err(format!("{field} must be between 0 and {MAX_PRICE_CENTS}"));
+            }
+        }
+        if body.flash_price_cents > body.price_cents {
+            return Err("flash_price_cents must not exceed price_cents".into());
+        }
+        if !(1..=MAX_STOCK).contains(&body.stock) {
+            return Err(format!("stock must be between 1 and {MAX_STOCK}"));
+        }
+        for (field, value) in [("starts_at", body.starts_at), ("ends_at", body.ends_at)] {
+            if !(0..=MAX_UNIX_S).contains(&value) {
+                return Err(format!(
+                    "{field} must be unix seconds between 0 and {MAX_UNIX_S}"
+                ));
+            }
+        }
+        if body.starts_at >= body.ends_at {
+            return Err("ends_at must be after starts_at".into());
+        }
+        Ok(Self {
+            name,
+            price_cents: body.price_cents,
+            flash_price_cents: body.flash_price_cents,
+            stock: body.stock,
+            starts_at: body.starts_at,
+            ends_at: body.ends_at,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body() -> CreateProduct {
+        CreateProduct {
+            name: "Phone".into(),
+            price_cents: 10_000,
+            flash_price_cents: 100,
+            stock: 10,
+            starts_at: 1_000,
+            ends_at: 2_000,
+        }
+    }
+
+    #[test]
+    fn valid_sale_passes() {
+        let sale = NewFlashSale::try_from(CreateProduct {
+            name: "  Phone  ".into(),
+            ..body()
+        })
+        .unwrap();
+        assert_eq!(sale.name, "Phone");
+    }
+
+    #[test]
+    fn invalid_sales_are_refused() {
+        let cases = [
+            CreateProduct {
+                name: " ".into(),
+                ..body()
+            },
+            CreateProduct {
+                name: "x".repeat(201),
+                ..body()
+            },
+            CreateProduct {
+                name: "a\u{0}b".into(),
+                ..body()
+            },
+            CreateProduct {
+                price_cents: -1,
+                ..body()
+            },
+            CreateProduct {
+                flash_price_cents: 20_000,
+                ..body()
+            },
+            CreateProduct { stock: 0, ..body() },
+            CreateProduct {
+                stock: MAX_STOCK + 1,
+                ..body()
+            },
+            CreateProduct {
+                ends_at: 1_000,
+                ..body()
+            },
+            CreateProduct {
+                starts_at: -5,
+                ..body()
+            },
+        ];
+        for case in cases {
+            assert!(NewFlashSale::try_from(case.clone()).is_err(), "{case:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let err = serde_json::from_str::<SessionRequest>(r#"{"member_id": 1, "admin": true}"#);
+        assert!(err.is_err());
+    }
+
+    #[test]
+    fn result_view_wire_format() {
+        let view = ResultView {
+            status: ResultStatus::Success,
+            order_id: Some(OrderId::new(9).unwrap()),
+        };
+        assert_eq!(
+            serde_json::to_string(&view).unwrap(),
+            r#"{"status":"success","order_id":9}"#
+        );
+        let none = ResultView {
+            status: ResultStatus::None,
+            order_id: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&none).unwrap(),
+            r#"{"status":"none","order_id":null}"#
+        );
+    }
+}

@@ -1,0 +1,233 @@
+//! An HTTP client speaking the contract, with member tokens minted from the
+//! shared secret (as a load generator or a login service would).
+
+use std::time::Duration;
+
+use reqwest::Method;
+use seckill_shared::api::{ProductView, ResultView};
+use seckill_shared::token::{self, TokenSecret};
+use seckill_shared::MemberId;
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl Reply {
+    /// The contract's error code, if this is an error answer.
+    pub fn error(&self) -> Option<&str> {
+        self.body.get("error").and_then(Value::as_str)
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// A flash sale to create through `POST /admin/products`.
+#[derive(Debug, Clone)]
+pub struct Sale {
+    pub name: String,
+    pub price_cents: i64,
+    pub flash_price_cents: i64,
+    pub stock: i64,
+    pub starts_at: i64,
+    pub ends_at: i64,
+}
+
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+impl Sale {
+    /// On sale now, for an hour.
+    pub fn open(stock: i64) -> Self {
+        let now = unix_now();
+        Self::window(stock, now - 60, now + 3_600)
+    }
+
+    pub fn window(stock: i64, starts_at: i64, ends_at: i64) -> Self {
+        Self {
+            name: format!("Flash item {}", crate::unique_suffix()),
+            price_cents: 19_900,
+            flash_price_cents: 990,
+            stock,
+            starts_at,
+            ends_at,
+        }
+    }
+
+    pub fn body(&self) -> Value {
+        json!({
+            "name": self.name,
+            "price_cents": self.price_cents,
+            "flash_price_cents": self.flash_price_cents,
+            "stock": self.stock,
+            "starts_at": self.starts_at,
+            "ends_at": self.ends_at,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(base: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(256)
+            .build()
+            .expect("http client");
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            http,
+        }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// A valid token for `member`, good for an hour.
+    pub fn token(member: i64) -> String {
+        Self::token_expiring(member, super::client::unix_now() + 3_600)
+    }
+
+    pub fn token_expiring(member: i64, expires_at: i64) -> String {
+        let secret = TokenSecret::new(crate::TOKEN_SECRET).unwrap();
+        token::sign(&secret, MemberId::new(member).unwrap(), expires_at as u64)
+    }
+
+    /// Any request; `bearer` goes in `Authorization`, `body` is sent as JSON.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<&Value>,
+    ) -> Reply {
+        let mut request = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("request to {path} failed: {e}"));
+        Self::reply(response).await
+    }
+
+    /// A request built by the caller (raw bodies, odd headers).
+    pub async fn send_raw(&self, request: reqwest::RequestBuilder) -> Reply {
+        Self::reply(request.send().await.expect("request failed")).await
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    async fn reply(response: reqwest::Response) -> Reply {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Reply {
+            status,
+            body,
+            headers,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(Method::GET, path, None, None).await
+    }
+
+    pub async fn create_sale(&self, sale: &Sale) -> ProductView {
+        let reply = self
+            .send(
+                Method::POST,
+                "/admin/products",
+                Some(crate::ADMIN_TOKEN),
+                Some(&sale.body()),
+            )
+            .await;
+        assert_eq!(reply.status, 201, "create sale: {:?}", reply.body);
+        serde_json::from_value(reply.body).expect("product body")
+    }
+
+    pub async fn product(&self, product: i64) -> ProductView {
+        let reply = self.get(&format!("/api/products/{product}")).await;
+        assert_eq!(reply.status, 200, "product {product}: {:?}", reply.body);
+        serde_json::from_value(reply.body).expect("product body")
+    }
+
+    pub async fn buy(&self, product: i64, member: i64) -> Reply {
+        let token = Self::token(member);
+        self.send(
+            Method::POST,
+            &format!("/api/seckill/{product}/orders"),
+            Some(&token),
+            None,
+        )
+        .await
+    }
+
+    pub async fn result(&self, product: i64, member: i64) -> ResultView {
+        let token = Self::token(member);
+        let reply = self
+            .send(
+                Method::GET,
+                &format!("/api/seckill/{product}/result"),
+                Some(&token),
+                None,
+            )
+            .await;
+        assert_eq!(reply.status, 200, "result: {:?}", reply.body);
+        serde_json::from_value(reply.body).expect("result body")
+    }
+
+    /// The sum of every series of a Prometheus metric whose labels contain
+    /// all of `labels` (e.g. `[("route", "/api/seckill/{product_id}/orders")]`).
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let reply = self.get("/metrics").await;
+        assert_eq!(reply.status, 200);
+        let text = reply.body.as_str().expect("metrics are text").to_string();
+        sum_metric(&text, name, labels)
+    }
+}
+
+/// Sums matching series in Prometheus text format.
+pub fn sum_metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (series_name, series_labels) = match series.split_once('{') {
+                Some((n, l)) => (n, l.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            if series_name != name {
+                return None;
+            }
+            let all = labels.iter().all(|(k, v)| {
+                series_labels
+                    .split(',')
+                    .any(|pair| pair == format!("{k}=\"{v}\""))
+            });
+            all.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}

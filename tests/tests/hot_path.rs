@@ -1,0 +1,736 @@
+//! The flash-sale hot path against a real redis-server, real databases and
+//! real origin processes: exact sell-outs, the local sold-out flag, preheat
+//! across restarts, bad input, the sale window, and Redis going away.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::seq::SliceRandom;
+use redis::AsyncCommands;
+use reqwest::Method;
+use seckill_shared::api::ResultStatus;
+use seckill_shared::keys::RedisKeys;
+use seckill_shared::ProductId;
+use seckill_tests::client::unix_now;
+use seckill_tests::redis_server::Persistence;
+use seckill_tests::{
+    eventually, Api, Backend, Origin, OriginOptions, RedisServer, Sale, TestDatabase,
+};
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+fn keys() -> RedisKeys {
+    RedisKeys::new("seckill:").unwrap()
+}
+
+fn pid(id: i64) -> ProductId {
+    ProductId::new(id).unwrap()
+}
+
+/// An origin whose order consumers are off, so the order stream keeps every
+/// reservation for the test to count.
+async fn origin_without_consumers(label: &str, redis: &RedisServer, db: &TestDatabase) -> Origin {
+    Origin::start(OriginOptions::new(label, redis, db).env("SECKILL_CONSUMERS", 0)).await
+}
+
+/// Fires every `(member)` buy at once (bounded to `concurrency` in flight)
+/// and returns `(member, status, error code)` for each.
+async fn rush(
+    api: &Api,
+    product: i64,
+    members: Vec<i64>,
+    concurrency: usize,
+) -> Vec<(i64, u16, Option<String>)> {
+    let gate = Arc::new(Semaphore::new(concurrency));
+    let mut tasks = tokio::task::JoinSet::new();
+    for member in members {
+        let api = api.clone();
+        let gate = gate.clone();
+        tasks.spawn(async move {
+            let _permit = gate.acquire_owned().await.unwrap();
+            let reply = api.buy(product, member).await;
+            (member, reply.status, reply.error().map(str::to_string))
+        });
+    }
+    let mut outcomes = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        outcomes.push(done.unwrap());
+    }
+    outcomes
+}
+
+async fn exact_sell_out(backend: Backend) {
+    let redis = RedisServer::start().await;
+    let db = TestDatabase::create(backend).await;
+    let origin = origin_without_consumers("hot_path_exact_sell_out", &redis, &db).await;
+    let api = origin.api();
+    let product = api.create_sale(&Sale::open(100)).await.product_id.get();
+
+    // 2,000 distinct members, plus 500 repeated attempts by some of them.
+    let mut members: Vec<i64> = (1..=2_000).collect();
+    members.extend((1..=500).map(|i| i * 4));
+    members.shuffle(&mut rand::rng());
+    let outcomes = rush(&api, product, members, 200).await;
+
+    let winners: Vec<i64> = outcomes
+        .iter()
+        .filter(|(_, s, _)| *s == 202)
+        .map(|(m, _, _)| *m)
+        .collect();
+    assert_eq!(winners.len(), 100, "exactly the stock is sold");
+    assert_eq!(
+        winners.iter().collect::<HashSet<_>>().len(),
+        100,
+        "no member wins twice"
+    );
+    for (member, status, code) in &outcomes {
+        if *status != 202 {
+            assert_eq!(*status, 409, "member {member}: {code:?}");
+            assert!(
+                matches!(code.as_deref(), Some("sold_out" | "already_ordered")),
+                "{code:?}"
+            );
+        }
+    }
+
+    let mut conn = redis.connection().await;
+    let stock: i64 = conn.hget(keys().item(pid(product)), "stock").await.unwrap();
+    assert_eq!(stock, 0, "redis stock ends at exactly zero");
+    let entries: redis::streams::StreamRangeReply =
+        conn.xrange_all(keys().orders(pid(product))).await.unwrap();
+    assert_eq!(entries.ids.len(), 100, "one order request per sale");
+    let queued: HashSet<i64> = entries
+        .ids
+        .iter()
+        .map(|e| e.get::<i64>("member").expect("member field"))
+        .collect();
+    assert_eq!(queued.len(), 100, "no member queued twice");
+    assert_eq!(queued, winners.iter().copied().collect::<HashSet<_>>());
+
+    // Every winner's result says queued; a loser's says none.
+    assert_eq!(
+        api.result(product, winners[0]).await.status,
+        ResultStatus::Queued
+    );
+    let loser = (1..=2_000).find(|m| !queued.contains(m)).unwrap();
+    assert_eq!(api.result(product, loser).await.status, ResultStatus::None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exact_sell_out_sqlite() {
+    exact_sell_out(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exact_sell_out_postgres() {
+    exact_sell_out(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sold_out_buys_are_answered_without_redis() {
+    let redis = RedisServer::start().await;
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    let origin = origin_without_consumers("hot_path_local_flag", &redis, &db).await;
+    let api = origin.api();
+    let product = api.create_sale(&Sale::open(5)).await.product_id.get();
+    for member in 1..=5 {
+        assert_eq!(api.buy(product, member).await.status, 202);
+    }
+    // The sixth buy learns the sell-out from Redis (or the fifth already did).
+    assert_eq!(api.buy(product, 6).await.error(), Some("sold_out"));
+    // Let the one-off registry update settle before counting.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let scripts_before = redis.command_calls("evalsha").await + redis.command_calls("eval").await;
+    let reads_before = redis.command_calls("hget").await;
+    let outcomes = rush(&api, product, (100..400).collect(), 50).await;
+    assert!(outcomes
+        .iter()
+        .all(|(_, s, c)| *s == 409 && c.as_deref() == Some("sold_out")));
+    let scripts_after = redis.command_calls("evalsha").await + redis.command_calls("eval").await;
+    let reads_after = redis.command_calls("hget").await;
+    assert_eq!(
+        scripts_after, scripts_before,
+        "300 sold-out buys ran no script in Redis"
+    );
+    assert_eq!(reads_after, reads_before, "nor any read");
+    let local = api
+        .metric(
+            "seckill_sold_out_rejections_total",
+            &[("source", "local_flag")],
+        )
+        .await;
+    assert!(local >= 300.0, "local flag answered them: {local}");
+
+    // The registry edges read says so too.
+    let snapshot = api.get("/api/soldout").await;
+    assert_eq!(snapshot.status, 200);
+    assert_eq!(snapshot.body["sold_out"], json!([product]));
+    assert!(snapshot.body["version"].as_u64().unwrap() >= 1);
+}
+
+async fn restart_keeps_live_stock(backend: Backend) {
+    let redis = RedisServer::start().await;
+    let db = TestDatabase::create(backend).await;
+    let label = "hot_path_restart";
+    let mut first = origin_without_consumers(label, &redis, &db).await;
+    let product = first
+        .api()
+        .create_sale(&Sale::open(10))
+        .await
+        .product_id
+        .get();
+    for member in 1..=3 {
+        assert_eq!(first.api().buy(product, member).await.status, 202);
+    }
+    assert_eq!(first.stop().await, Some(0), "graceful exit on SIGTERM");
+
+    // Two origins start at once against the same Redis and database: the
+    // live count (7) survives; the database's original (10) is not reloaded.
+    let (second, third) = tokio::join!(
+        origin_without_consumers(label, &redis, &db),
+        origin_without_consumers(label, &redis, &db)
+    );
+    let mut conn = redis.connection().await;
+    let stock: i64 = conn.hget(keys().item(pid(product)), "stock").await.unwrap();
+    assert_eq!(stock, 7);
+    assert_eq!(second.api().product(product).await.stock_left, 7);
+    assert_eq!(third.api().buy(product, 4).await.status, 202);
+    assert_eq!(
+        second.api().buy(product, 1).await.error(),
+        Some("already_ordered"),
+        "members survive too"
+    );
+    let stock: i64 = conn.hget(keys().item(pid(product)), "stock").await.unwrap();
+    assert_eq!(stock, 6);
+    drop((second, third));
+
+    // Redis loses everything; two origins starting at once load the item once.
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    let (fourth, fifth) = tokio::join!(
+        origin_without_consumers(label, &redis, &db),
+        origin_without_consumers(label, &redis, &db)
+    );
+    eventually(Duration::from_secs(10), "preheat after a flush", || {
+        let mut conn = conn.clone();
+        async move {
+            let stock: Option<i64> = conn.hget(keys().item(pid(product)), "stock").await.ok()?;
+            stock
+        }
+    })
+    .await;
+    let loads = [&fourth, &fifth]
+        .iter()
+        .map(|o| o.log().matches("stock preheated into redis").count())
+        .sum::<usize>();
+    assert_eq!(loads, 1, "exactly one origin loaded the item");
+    // With no orders written yet, the database still says 10.
+    assert_eq!(fourth.api().product(product).await.stock_left, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_keeps_live_stock_sqlite() {
+    restart_keeps_live_stock(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_keeps_live_stock_postgres() {
+    restart_keeps_live_stock(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_the_contracts_4xx() {
+    let redis = RedisServer::start().await;
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    let origin = origin_without_consumers("hot_path_bad_input", &redis, &db).await;
+    let api = origin.api();
+    let product = api.create_sale(&Sale::open(10)).await.product_id.get();
+
+    let good = Api::token(7);
+    let expired = Api::token_expiring(7, unix_now() - 1);
+    let forged = {
+        let (payload, _) = good.rsplit_once('.').unwrap();
+        format!("{payload}.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+    };
+    let other_member = {
+        // A valid signature moved onto another member id.
+        let sig = good.rsplit_once('.').unwrap().1;
+        format!("v1.8.{}.{sig}", unix_now() + 3_600)
+    };
+    let sale = Sale::open(1).body();
+    let mut unknown_field = sale.clone();
+    unknown_field["colour"] = json!("red");
+    let mut wrong_type = sale.clone();
+    wrong_type["stock"] = json!("ten");
+    let mut no_stock = sale.clone();
+    no_stock["stock"] = json!(0);
+    let mut backwards = sale.clone();
+    backwards["ends_at"] = sale["starts_at"].clone();
+    let buy = format!("/api/seckill/{product}/orders");
+
+    struct Case {
+        method: Method,
+        path: String,
+        token: Option<String>,
+        body: Option<serde_json::Value>,
+        status: u16,
+        code: &'static str,
+    }
+    let case = |method: Method,
+                path: &str,
+                token: Option<&str>,
+                body: Option<serde_json::Value>,
+                status,
+                code| Case {
+        method,
+        path: path.to_string(),
+        token: token.map(str::to_string),
+        body,
+        status,
+        code,
+    };
+    let admin = Some(seckill_tests::ADMIN_TOKEN);
+    let cases = vec![
+        case(Method::POST, &buy, None, None, 401, "unauthorized"),
+        case(
+            Method::POST,
+            &buy,
+            Some("not-a-token"),
+            None,
+            401,
+            "unauthorized",
+        ),
+        case(
+            Method::POST,
+            &buy,
+            Some(&expired),
+            None,
+            401,
+            "unauthorized",
+        ),
+        case(Method::POST, &buy, Some(&forged), None, 401, "unauthorized"),
+        case(
+            Method::POST,
+            &buy,
+            Some(&other_member),
+            None,
+            401,
+            "unauthorized",
+        ),
+        case(
+            Method::POST,
+            &buy,
+            Some(seckill_tests::ADMIN_TOKEN),
+            None,
+            401,
+            "unauthorized",
+        ),
+        case(
+            Method::POST,
+            "/api/seckill/abc/orders",
+            Some(&good),
+            None,
+            400,
+            "bad_request",
+        ),
+        case(
+            Method::POST,
+            "/api/seckill/0/orders",
+            Some(&good),
+            None,
+            400,
+            "bad_request",
+        ),
+        case(
+            Method::POST,
+            "/api/seckill/-5/orders",
+            Some(&good),
+            None,
+            400,
+            "bad_request",
+        ),
+        case(
+            Method::POST,
+            "/api/seckill/1.5/orders",
+            Some(&good),
+            None,
+            400,
+            "bad_request",
+        ),
+        case(
+            Method::POST,
+            "/api/seckill/99999999999999999999/orders",
+            Some(&good),
+            None,
+            400,
+            "bad_request",
+        ),
+        case(
+            Method::POST,
+            "/api/seckill/424242/orders",
+            Some(&good),
+            None,
+            404,
+            "unknown_product",
+        ),
+        case(
+            Method::GET,
+            &buy,
+            Some(&good),
+            None,
+            405,
+            "method_not_allowed",
+        ),
+        case(
+            Method::GET,
+            "/api/seckill/abc/result",
+            Some(&good),
+            None,
+            400,
+            "bad_request",
+        ),
+        case(
+            Method::GET,
+            &format!("/api/seckill/{product}/result"),
+            None,
+            None,
+            401,
+            "unauthorized",
+        ),
+        case(
+            Method::GET,
+            "/api/products/abc",
+            None,
+            None,
+            400,
+            "bad_request",
+        ),
+        case(
+            Method::GET,
+            "/api/products/424242",
+            None,
+            None,
+            404,
+            "unknown_product",
+        ),
+        case(
+            Method::GET,
+            "/api/nothing-here",
+            None,
+            None,
+            404,
+            "not_found",
+        ),
+        case(
+            Method::POST,
+            "/admin/products",
+            None,
+            Some(sale.clone()),
+            401,
+            "unauthorized",
+        ),
+        case(
+            Method::POST,
+            "/admin/products",
+            Some(&good),
+            Some(sale.clone()),
+            401,
+            "unauthorized",
+        ),
+        case(
+            Method::POST,
+            "/admin/products",
+            admin,
+            Some(unknown_field),
+            400,
+            "bad_request",
+        ),
+        case(
+            Method::POST,
+            "/admin/products",
+            admin,
+            Some(wrong_type),
+            400,
+            "bad_request",
+        ),
+        case(
+            Method::POST,
+            "/admin/products",
+            admin,
+            Some(no_stock),
+            400,
+            "bad_request",
+        ),
+        case(
+            Method::POST,
+            "/admin/products",
+            admin,
+            Some(backwards),
+            400,
+            "bad_request",
+        ),
+        case(
+            Method::POST,
+            "/admin/products",
+            admin,
+            Some(json!([1, 2])),
+            400,
+            "bad_request",
+        ),
+        case(
+            Method::POST,
+            "/api/session",
+            None,
+            Some(json!({"member_id": 0})),
+            400,
+            "bad_request",
+        ),
+        case(
+            Method::POST,
+            "/api/session",
+            None,
+            Some(json!({"member_id": 1, "admin": true})),
+            400,
+            "bad_request",
+        ),
+        case(
+            Method::POST,
+            "/api/session",
+            None,
+            Some(json!({})),
+            400,
+            "bad_request",
+        ),
+    ];
+    for c in cases {
+        let reply = api
+            .send(
+                c.method.clone(),
+                &c.path,
+                c.token.as_deref(),
+                c.body.as_ref(),
+            )
+            .await;
+        assert_eq!(
+            reply.status, c.status,
+            "{} {}: {:?}",
+            c.method, c.path, reply.body
+        );
+        assert_eq!(
+            reply.error(),
+            Some(c.code),
+            "{} {}: {:?}",
+            c.method,
+            c.path,
+            reply.body
+        );
+        assert!(
+            reply.body["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "every error has a message: {:?}",
+            reply.body
+        );
+    }
+
+    // Raw bodies: not JSON, no content type, oversized.
+    let url = format!("{}/admin/products", api.base());
+    let not_json = api
+        .send_raw(
+            api.http()
+                .post(&url)
+                .bearer_auth(seckill_tests::ADMIN_TOKEN)
+                .header("content-type", "application/json")
+                .body("{nope"),
+        )
+        .await;
+    assert_eq!(
+        (not_json.status, not_json.error()),
+        (400, Some("bad_request"))
+    );
+    let no_type = api
+        .send_raw(
+            api.http()
+                .post(&url)
+                .bearer_auth(seckill_tests::ADMIN_TOKEN)
+                .body(sale.to_string()),
+        )
+        .await;
+    assert_eq!(
+        (no_type.status, no_type.error()),
+        (400, Some("bad_request"))
+    );
+    let huge = json!({ "name": "x".repeat(100_000) });
+    let too_big = api
+        .send_raw(
+            api.http()
+                .post(&url)
+                .bearer_auth(seckill_tests::ADMIN_TOKEN)
+                .json(&huge),
+        )
+        .await;
+    assert_eq!(
+        (too_big.status, too_big.error()),
+        (413, Some("payload_too_large"))
+    );
+
+    // None of that reserved anything.
+    let mut conn = redis.connection().await;
+    let stock: i64 = conn.hget(keys().item(pid(product)), "stock").await.unwrap();
+    assert_eq!(stock, 10);
+    let statuses_500 = api
+        .metric("http_requests_total", &[("status", "500")])
+        .await;
+    assert_eq!(statuses_500, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_login_is_absent_unless_enabled() {
+    let redis = RedisServer::start().await;
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    let with = Origin::start(OriginOptions::new("hot_path_demo_login", &redis, &db)).await;
+    let reply = with
+        .api()
+        .send(
+            Method::POST,
+            "/api/session",
+            None,
+            Some(&json!({"member_id": 42})),
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    let token = reply.body["token"].as_str().unwrap().to_string();
+    assert!(token.starts_with("v1.42."));
+    let product = with
+        .api()
+        .create_sale(&Sale::open(1))
+        .await
+        .product_id
+        .get();
+    let bought = with
+        .api()
+        .send(
+            Method::POST,
+            &format!("/api/seckill/{product}/orders"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(bought.status, 202, "the demo token buys");
+
+    let without = Origin::start(
+        OriginOptions::new("hot_path_demo_login", &redis, &db).env("SECKILL_DEMO_LOGIN", 0),
+    )
+    .await;
+    let reply = without
+        .api()
+        .send(
+            Method::POST,
+            "/api/session",
+            None,
+            Some(&json!({"member_id": 42})),
+        )
+        .await;
+    assert_eq!((reply.status, reply.error()), (404, Some("not_found")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buys_outside_the_sale_window_are_refused() {
+    let redis = RedisServer::start().await;
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    let origin = origin_without_consumers("hot_path_window", &redis, &db).await;
+    let api = origin.api();
+    let now = unix_now();
+    let later = api
+        .create_sale(&Sale::window(5, now + 3_600, now + 7_200))
+        .await
+        .product_id
+        .get();
+    let over = api
+        .create_sale(&Sale::window(5, now - 7_200, now - 3_600))
+        .await
+        .product_id
+        .get();
+    let soon = api
+        .create_sale(&Sale::window(5, now + 2, now + 3_600))
+        .await
+        .product_id
+        .get();
+
+    assert_eq!(api.buy(later, 1).await.error(), Some("not_started"));
+    assert_eq!(api.buy(later, 1).await.status, 403);
+    let ended = api.buy(over, 1).await;
+    assert_eq!((ended.status, ended.error()), (403, Some("ended")));
+    assert_eq!(api.buy(soon, 1).await.error(), Some("not_started"));
+    // The window opens by itself, on Redis' clock.
+    eventually(Duration::from_secs(6), "the sale to open", || {
+        let api = api.clone();
+        async move { (api.buy(soon, 2).await.status == 202).then_some(()) }
+    })
+    .await;
+
+    let mut conn = redis.connection().await;
+    for (product, expected) in [(later, 5), (over, 5), (soon, 4)] {
+        let stock: i64 = conn.hget(keys().item(pid(product)), "stock").await.unwrap();
+        assert_eq!(stock, expected, "product {product}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_means_503_and_nothing_reserved() {
+    let mut redis = RedisServer::start_with(Persistence::AofAlways).await;
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    let origin = origin_without_consumers("hot_path_redis_down", &redis, &db).await;
+    let api = origin.api();
+    let product = api.create_sale(&Sale::open(10)).await.product_id.get();
+    assert_eq!(api.buy(product, 1).await.status, 202);
+    assert_eq!(api.buy(product, 2).await.status, 202);
+
+    redis.kill();
+    let mut refused = Vec::new();
+    for member in 10..20 {
+        let reply = api.buy(product, member).await;
+        assert_eq!(
+            (reply.status, reply.error()),
+            (503, Some("unavailable")),
+            "member {member}"
+        );
+        refused.push(member);
+    }
+    let ready = api.get("/readyz").await;
+    assert_eq!((ready.status, ready.error()), (503, Some("unavailable")));
+
+    // Redis comes back (from its append-only file); the same origin process
+    // serves buys again without a restart.
+    redis.restart().await;
+    let mut next_member = 100;
+    eventually(Duration::from_secs(10), "buying to work again", || {
+        next_member += 1;
+        let api = api.clone();
+        let member = next_member;
+        async move {
+            let reply = api.buy(product, member).await;
+            assert!(matches!(reply.status, 202 | 503), "{:?}", reply.body);
+            (reply.status == 202).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(api.get("/readyz").await.status, 200);
+
+    let mut conn = redis.connection().await;
+    let stock: i64 = conn.hget(keys().item(pid(product)), "stock").await.unwrap();
+    assert_eq!(
+        stock, 7,
+        "two before the outage, one after; none from the 503s"
+    );
+    let queued: HashMap<String, String> = conn.hgetall(keys().members(pid(product))).await.unwrap();
+    assert_eq!(queued.len(), 3);
+    for member in refused {
+        assert!(
+            !queued.contains_key(&member.to_string()),
+            "member {member} got 503 and holds nothing"
+        );
+        assert_eq!(api.result(product, member).await.status, ResultStatus::None);
+    }
+}
