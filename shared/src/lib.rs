@@ -6,6 +6,7 @@
 //! same host-side tests.
 
 pub mod api;
+pub mod assets;
 pub mod error_code;
 pub mod flags;
 pub mod ids;

@@ -3,6 +3,7 @@
 mod admin;
 mod catalogue;
 mod ops;
+mod pages;
 mod seckill;
 mod session;
 
@@ -33,7 +34,7 @@ pub fn router(state: AppState) -> Router {
         router = router.route("/api/session", post(session::create));
     }
     router
-        .fallback(not_found)
+        .fallback(get(pages::serve).fallback(not_found))
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
             state.clone(),
