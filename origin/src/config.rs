@@ -69,6 +69,9 @@ pub struct Config {
     pub claim_idle: Duration,
     /// Deliveries after which an order request goes to the dead-letter stream.
     pub max_deliveries: u64,
+    /// How long acknowledged order requests stay in the stream (for
+    /// inspection and replays) before they are trimmed.
+    pub stream_retention: Duration,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://seckill.db?mode=rwc";
@@ -186,6 +189,12 @@ impl Config {
                 100..=86_400_000,
             )?),
             max_deliveries: parse_range(&get, "SECKILL_MAX_DELIVERIES", 5, 1..=1_000)?,
+            stream_retention: Duration::from_millis(parse_range(
+                &get,
+                "SECKILL_STREAM_RETENTION_MS",
+                60_000,
+                0..=86_400_000,
+            )?),
         })
     }
 }

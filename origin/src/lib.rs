@@ -14,6 +14,7 @@ pub mod error;
 pub mod extract;
 pub mod inventory;
 pub mod metrics;
+pub mod pipeline;
 pub mod preheat;
 pub mod product_flags;
 pub mod rate_limit;

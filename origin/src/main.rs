@@ -1,6 +1,6 @@
 //! `seckill-origin`: the origin HTTP service.
 //!
-//! Usage: `seckill-origin [serve]`. Configuration comes from the environment
+//! Usage: `seckill-origin [serve|worker]`. Configuration comes from the environment
 //! (see `API.md` and the README). Stops gracefully on SIGTERM or Ctrl-C.
 
 use std::io::Write;
@@ -8,17 +8,18 @@ use std::process::ExitCode;
 
 use seckill_origin::config::Config;
 use seckill_origin::shutdown::cancel_on_signal;
-use seckill_origin::startup::Application;
+use seckill_origin::startup::{Application, Worker};
 use tokio_util::sync::CancellationToken;
 
-const USAGE: &str = "usage: seckill-origin [serve]\n\n  serve   run the HTTP origin (default)\n\nConfiguration is read from the environment; see README.md.";
+const USAGE: &str = "usage: seckill-origin [serve|worker]\n\n  serve   run the HTTP origin (default), with SECKILL_CONSUMERS order consumers inside\n  worker  run order consumers only (SECKILL_CONSUMERS of them, at least 1), no HTTP\n\nConfiguration is read from the environment; see README.md.";
 
 #[tokio::main]
 async fn main() -> ExitCode {
     seckill_origin::telemetry::init();
     let command = std::env::args().nth(1);
-    match command.as_deref() {
-        None | Some("serve") => {}
+    let worker = match command.as_deref() {
+        None | Some("serve") => false,
+        Some("worker") => true,
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -27,7 +28,7 @@ async fn main() -> ExitCode {
             eprintln!("seckill-origin: unknown command {other:?}\n\n{USAGE}");
             return ExitCode::from(2);
         }
-    }
+    };
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(err) => {
@@ -37,6 +38,9 @@ async fn main() -> ExitCode {
     };
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
+    if worker {
+        return run_worker(config, shutdown).await;
+    }
     let app = match Application::build(config, shutdown).await {
         Ok(app) => app,
         Err(err) => {
@@ -51,6 +55,28 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("seckill-origin: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_worker(config: Config, shutdown: CancellationToken) -> ExitCode {
+    let worker = match Worker::build(config, shutdown).await {
+        Ok(worker) => worker,
+        Err(err) => {
+            eprintln!("seckill-origin worker: cannot start: {err:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "seckill-origin worker ready ({} consumers)",
+        worker.consumers()
+    );
+    let _ = std::io::stdout().flush();
+    match worker.run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("seckill-origin worker: {err:#}");
             ExitCode::FAILURE
         }
     }

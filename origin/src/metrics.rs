@@ -10,8 +10,8 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::state::AppState;
@@ -27,6 +27,11 @@ pub struct Metrics {
     pub sold_out_flags: IntGauge,
     /// Gauges filled in at scrape time from Redis, by product.
     pub queue_gauges: IntGaugeVec,
+    pub orders_written: IntCounter,
+    pub dead_letters: IntCounter,
+    pub order_batch_size: Histogram,
+    pub order_write_retries: IntCounter,
+    pub orders_reclaimed: IntCounter,
 }
 
 impl Metrics {
@@ -87,6 +92,36 @@ impl Metrics {
             &["product", "measure"],
         )
         .unwrap();
+        let orders_written = IntCounter::new(
+            "seckill_orders_written_total",
+            "Orders inserted into the database by this process's consumers",
+        )
+        .unwrap();
+        let dead_letters = IntCounter::new(
+            "seckill_dead_letters_total",
+            "Order requests moved to a dead-letter stream (stock returned) by this process",
+        )
+        .unwrap();
+        let order_batch_size = Histogram::with_opts(
+            HistogramOpts::new(
+                "seckill_order_batch_size",
+                "Order requests per consumer batch",
+            )
+            .buckets(vec![
+                1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0,
+            ]),
+        )
+        .unwrap();
+        let order_write_retries = IntCounter::new(
+            "seckill_order_write_retries_total",
+            "Batch writes retried because the database was unavailable",
+        )
+        .unwrap();
+        let orders_reclaimed = IntCounter::new(
+            "seckill_orders_reclaimed_total",
+            "Order requests taken over from consumers that stopped acknowledging",
+        )
+        .unwrap();
         for collector in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_duration.clone()),
@@ -96,6 +131,11 @@ impl Metrics {
             Box::new(preheats.clone()),
             Box::new(sold_out_flags.clone()),
             Box::new(queue_gauges.clone()),
+            Box::new(orders_written.clone()),
+            Box::new(dead_letters.clone()),
+            Box::new(order_batch_size.clone()),
+            Box::new(order_write_retries.clone()),
+            Box::new(orders_reclaimed.clone()),
         ] {
             registry.register(collector).unwrap();
         }
@@ -109,6 +149,11 @@ impl Metrics {
             preheats,
             sold_out_flags,
             queue_gauges,
+            orders_written,
+            dead_letters,
+            order_batch_size,
+            order_write_retries,
+            orders_reclaimed,
         }
     }
 

@@ -3,15 +3,18 @@
 //! signal; a test can build it on port 0 and read the port it got.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{BuyMode, Config};
 use crate::db::Database;
 use crate::inventory::Inventory;
+use crate::metrics::Metrics;
+use crate::pipeline::{self, PipelineContext, PipelineSettings};
 use crate::routes;
 use crate::state::AppState;
 
@@ -50,7 +53,7 @@ impl Application {
         let state = self.state;
         let shutdown = state.shutdown.clone();
         let mut tasks = JoinSet::new();
-        spawn_background(&mut tasks, &state);
+        spawn_background(&mut tasks, &state)?;
 
         let server = axum::serve(self.listener, routes::router(state.clone()))
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
@@ -66,11 +69,19 @@ impl Application {
     }
 }
 
-fn spawn_background(tasks: &mut JoinSet<()>, state: &AppState) {
-    if state.config.buy_mode == crate::config::BuyMode::Reserve {
+fn spawn_background(tasks: &mut JoinSet<()>, state: &AppState) -> anyhow::Result<()> {
+    if state.config.buy_mode == BuyMode::Reserve {
         let preheater = state.preheater.clone();
         let shutdown = state.shutdown.clone();
         tasks.spawn(async move { preheater.load_all_with_retry(shutdown).await });
+        let ctx = Arc::new(PipelineContext {
+            db: state.db.clone(),
+            inventory: state.inventory.clone(),
+            settings: PipelineSettings::from_config(&state.config),
+            metrics: state.metrics.clone(),
+            shutdown: state.shutdown.clone(),
+        });
+        pipeline::spawn_consumers(ctx, state.config.consumers, tasks)?;
     }
 
     // Expired flags are dropped now and then so the maps stay small.
@@ -87,4 +98,50 @@ fn spawn_background(tasks: &mut JoinSet<()>, state: &AppState) {
             }
         }
     });
+    Ok(())
+}
+
+/// `seckill-origin worker`: order consumers only, no HTTP, so order writing
+/// can be scaled (and restarted) apart from the buy path.
+pub struct Worker {
+    ctx: Arc<PipelineContext>,
+    consumers: usize,
+}
+
+impl Worker {
+    pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        let db = Database::connect(&config.database_url, config.db_max_connections)
+            .await
+            .context("DATABASE_URL: cannot open and migrate the database")?;
+        let inventory =
+            Inventory::new(&config.redis_url, config.keys.clone()).context("REDIS_URL")?;
+        let ctx = Arc::new(PipelineContext {
+            db,
+            inventory,
+            settings: PipelineSettings::from_config(&config),
+            metrics: Arc::new(Metrics::new()),
+            shutdown,
+        });
+        Ok(Self {
+            ctx,
+            consumers: config.consumers.max(1),
+        })
+    }
+
+    pub fn consumers(&self) -> usize {
+        self.consumers
+    }
+
+    /// Runs the consumers until shutdown; each finishes the batch it holds.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let mut tasks = JoinSet::new();
+        pipeline::spawn_consumers(self.ctx.clone(), self.consumers, &mut tasks)?;
+        while let Some(joined) = tasks.join_next().await {
+            if let Err(err) = joined {
+                tracing::error!(error = %err, "consumer task panicked");
+            }
+        }
+        tracing::info!("worker stopped");
+        Ok(())
+    }
 }

@@ -26,7 +26,7 @@ pub struct Shared {
     pub sold_out: ProductFlags,
     pub unknown_products: ProductFlags,
     pub rate_limiter: MemberRateLimiter,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     pub shutdown: CancellationToken,
 }
 
@@ -51,7 +51,7 @@ impl AppState {
             sold_out: ProductFlags::new(config.sold_out_flag_ttl.as_millis() as u64),
             unknown_products: ProductFlags::new(UNKNOWN_PRODUCT_TTL_MS),
             rate_limiter: MemberRateLimiter::new(config.rate_limit),
-            metrics: Metrics::new(),
+            metrics: Arc::new(Metrics::new()),
             config,
             db,
             inventory,

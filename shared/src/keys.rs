@@ -131,6 +131,27 @@ impl MemberState {
     }
 }
 
+/// A member of the payment-deadline sorted set: `<product>:<order>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeadlineEntry {
+    pub product: ProductId,
+    pub order: i64,
+}
+
+impl DeadlineEntry {
+    pub fn encode(self) -> String {
+        format!("{}:{}", self.product, self.order)
+    }
+
+    pub fn decode(text: &str) -> Option<Self> {
+        let (product, order) = text.split_once(':')?;
+        Some(Self {
+            product: product.parse().ok()?,
+            order: order.parse().ok().filter(|o: &i64| *o > 0)?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +175,17 @@ mod tests {
     fn braces_in_prefix_are_refused() {
         assert!(RedisKeys::new("a{b").is_err());
         assert!(RedisKeys::new("").is_ok());
+    }
+
+    #[test]
+    fn deadline_entry_round_trips() {
+        let entry = DeadlineEntry {
+            product: ProductId::new(3).unwrap(),
+            order: 99,
+        };
+        assert_eq!(DeadlineEntry::decode(&entry.encode()), Some(entry));
+        assert_eq!(DeadlineEntry::decode("3"), None);
+        assert_eq!(DeadlineEntry::decode("3:0"), None);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use sqlx::any::AnyPoolOptions;
-use sqlx::{AnyPool, Connection, Executor, PgConnection};
+use sqlx::{AnyPool, Connection, Executor, PgConnection, SqliteConnection};
 
 use crate::paths::ScratchDir;
 
@@ -135,6 +135,107 @@ impl TestDatabase {
             .await
             .expect("ALTER DATABASE ... ALLOW_CONNECTIONS true");
         let _ = admin.close().await;
+    }
+}
+
+/// The database made unusable for the origin until [`Outage::end`].
+pub enum Outage<'a> {
+    /// PostgreSQL refuses new connections and has ended the existing ones.
+    Postgres(&'a TestDatabase),
+    /// SQLite: this connection holds the write lock in an exclusive
+    /// transaction, so every writer times out as busy.
+    Sqlite(SqliteConnection),
+}
+
+impl TestDatabase {
+    /// Takes the database away from the origin (see [`Outage`]).
+    pub async fn outage(&self) -> Outage<'_> {
+        match self.backend {
+            Backend::Postgres => {
+                self.refuse_connections().await;
+                Outage::Postgres(self)
+            }
+            Backend::Sqlite => {
+                let mut conn = SqliteConnection::connect(&self.url)
+                    .await
+                    .expect("open the SQLite file");
+                conn.execute("PRAGMA busy_timeout = 10000")
+                    .await
+                    .expect("busy timeout");
+                conn.execute("BEGIN EXCLUSIVE")
+                    .await
+                    .expect("take the write lock");
+                Outage::Sqlite(conn)
+            }
+        }
+    }
+}
+
+/// The database's write lock held by the test: writers wait (PostgreSQL)
+/// or time out as busy (SQLite) until [`WriteLock::release`].
+pub enum WriteLock {
+    Postgres(PgConnection),
+    Sqlite(SqliteConnection),
+}
+
+impl TestDatabase {
+    /// Holds the lock every order write needs: PostgreSQL `LOCK TABLE
+    /// products IN EXCLUSIVE MODE` (reads go on; inserting an order, whose
+    /// foreign key locks its product row, waits), SQLite `BEGIN EXCLUSIVE`.
+    pub async fn lock_writes(&self) -> WriteLock {
+        match self.backend {
+            Backend::Postgres => {
+                let mut conn = PgConnection::connect(&self.url).await.expect("connect");
+                conn.execute("BEGIN").await.expect("begin");
+                conn.execute("LOCK TABLE products IN EXCLUSIVE MODE")
+                    .await
+                    .expect("lock products");
+                WriteLock::Postgres(conn)
+            }
+            Backend::Sqlite => {
+                let mut conn = SqliteConnection::connect(&self.url)
+                    .await
+                    .expect("open the SQLite file");
+                conn.execute("PRAGMA busy_timeout = 10000")
+                    .await
+                    .expect("busy timeout");
+                conn.execute("BEGIN EXCLUSIVE")
+                    .await
+                    .expect("take the write lock");
+                WriteLock::Sqlite(conn)
+            }
+        }
+    }
+}
+
+impl WriteLock {
+    pub async fn release(self) {
+        match self {
+            WriteLock::Postgres(mut conn) => {
+                conn.execute("COMMIT").await.expect("release the lock");
+                let _ = conn.close().await;
+            }
+            WriteLock::Sqlite(mut conn) => {
+                conn.execute("COMMIT")
+                    .await
+                    .expect("release the write lock");
+                let _ = conn.close().await;
+            }
+        }
+    }
+}
+
+impl Outage<'_> {
+    pub async fn end(self) {
+        match self {
+            Outage::Postgres(db) => db.allow_connections().await,
+            Outage::Sqlite(mut conn) => {
+                conn.execute("COMMIT")
+                    .await
+                    .expect("release the write lock");
+                let _ = conn.close().await;
+            }
+        }
     }
 }
 

@@ -32,11 +32,39 @@ struct Scripts {
     reserve: Script,
     preheat: Script,
     mark_sold_out: Script,
+    ack_orders: Script,
+    release: Script,
+}
+
+/// One reservation whose stock goes back (see `release.lua`).
+#[derive(Debug, Clone)]
+pub struct Release<'a> {
+    pub product: ProductId,
+    pub seq: i64,
+    pub member: MemberId,
+    /// The state the member moves to (`Failed` or `Cancelled`).
+    pub new_state: MemberState,
+    /// A state besides `Queued { seq }` that this release supersedes.
+    pub supersedes: Option<MemberState>,
+    /// The stream entry to acknowledge with the release, if any.
+    pub ack_entry: Option<&'a str>,
+    /// Reason and fields of a dead letter to record, if any.
+    pub dead_letter: Option<(&'a str, Vec<(String, String)>)>,
+}
+
+/// An order committed to the database whose stream entry can be acknowledged.
+#[derive(Debug, Clone)]
+pub struct WrittenOrder<'a> {
+    pub entry: &'a str,
+    /// `None` acknowledges without touching member state.
+    pub member_seq: Option<(MemberId, i64)>,
+    pub order: i64,
 }
 
 #[derive(Clone)]
 pub struct Inventory {
     conn: ConnectionManager,
+    client: redis::Client,
     keys: RedisKeys,
     scripts: std::sync::Arc<Scripts>,
 }
@@ -50,13 +78,7 @@ impl Inventory {
     /// 503) while Redis is down, and connects when it comes up.
     pub fn new(redis_url: &str, keys: RedisKeys) -> redis::RedisResult<Self> {
         let client = redis::Client::open(redis_url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(3)))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), connection_config())?;
         Ok(Self {
             conn,
             keys,
@@ -64,7 +86,10 @@ impl Inventory {
                 reserve: Script::new(RESERVE_LUA),
                 preheat: Script::new(include_str!("preheat.lua")),
                 mark_sold_out: Script::new(include_str!("mark_sold_out.lua")),
+                ack_orders: Script::new(include_str!("ack_orders.lua")),
+                release: Script::new(include_str!("release.lua")),
             }),
+            client,
         })
     }
 
@@ -75,6 +100,12 @@ impl Inventory {
     /// A connection handle for other modules' commands (cheap clone).
     pub fn connection(&self) -> ConnectionManager {
         self.conn.clone()
+    }
+
+    /// A connection of its own, for blocking reads (`XREADGROUP BLOCK`) that
+    /// must not hold up the shared, multiplexed one the buy path uses.
+    pub fn dedicated_connection(&self) -> redis::RedisResult<ConnectionManager> {
+        ConnectionManager::new_lazy_with_config(self.client.clone(), connection_config())
     }
 
     pub async fn ping(&self) -> redis::RedisResult<()> {
@@ -176,6 +207,104 @@ impl Inventory {
         Ok(loaded == 1)
     }
 
+    /// Records each member's result and acknowledges the stream entries of
+    /// orders the database has committed. Returns how many were acknowledged.
+    pub async fn ack_orders(
+        &self,
+        product: ProductId,
+        orders: &[WrittenOrder<'_>],
+    ) -> redis::RedisResult<u64> {
+        let mut conn = self.conn.clone();
+        let mut call = self.scripts.ack_orders.prepare_invoke();
+        call.key(self.keys.members(product))
+            .key(self.keys.orders(product))
+            .arg(ORDER_GROUP);
+        for order in orders {
+            match order.member_seq {
+                Some((member, seq)) => call
+                    .arg(order.entry)
+                    .arg(member.get())
+                    .arg(seq)
+                    .arg(order.order),
+                None => call.arg(order.entry).arg("").arg(0).arg(0),
+            };
+        }
+        call.invoke_async(&mut conn).await
+    }
+
+    /// Gives a reservation's stock back (at most once ever) and, when stock
+    /// comes back from zero, lifts the sold-out mark everywhere. Returns
+    /// true when stock was returned by this call.
+    pub async fn release(&self, release: &Release<'_>) -> redis::RedisResult<bool> {
+        let product = release.product;
+        let mut conn = self.conn.clone();
+        let mut call = self.scripts.release.prepare_invoke();
+        call.key(self.keys.item(product))
+            .key(self.keys.members(product))
+            .key(self.keys.returned(product))
+            .key(self.keys.orders(product))
+            .key(self.keys.dead_letters(product))
+            .arg(release.seq)
+            .arg(release.member.get())
+            .arg(release.new_state.encode())
+            .arg(
+                release
+                    .supersedes
+                    .map(MemberState::encode)
+                    .unwrap_or_default(),
+            )
+            .arg(ORDER_GROUP)
+            .arg(release.ack_entry.unwrap_or(""));
+        match &release.dead_letter {
+            Some((reason, fields)) => {
+                call.arg(*reason);
+                for (name, value) in fields {
+                    call.arg(name).arg(value);
+                }
+            }
+            None => {
+                call.arg("");
+            }
+        }
+        let (returned, stock): (i64, i64) = call.invoke_async(&mut conn).await?;
+        if returned == 1 && stock > 0 {
+            self.mark_sold_out(product, false).await?;
+        }
+        Ok(returned == 1)
+    }
+
+    /// Which of these reservation numbers already had their stock returned.
+    pub async fn released(
+        &self,
+        product: ProductId,
+        seqs: &[i64],
+    ) -> redis::RedisResult<Vec<bool>> {
+        if seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        redis::cmd("SMISMEMBER")
+            .arg(self.keys.returned(product))
+            .arg(seqs)
+            .query_async(&mut conn)
+            .await
+    }
+
+    /// Live product ids (the registry preheat maintains).
+    pub async fn live_products(&self) -> redis::RedisResult<Vec<ProductId>> {
+        let mut conn = self.conn.clone();
+        let ids: Vec<i64> = redis::cmd("SMEMBERS")
+            .arg(self.keys.products())
+            .query_async(&mut conn)
+            .await?;
+        let mut ids: Vec<ProductId> = ids
+            .into_iter()
+            .filter_map(|id| ProductId::new(id).ok())
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
     /// What the member holds for the product, if anything.
     pub async fn member_state(
         &self,
@@ -242,6 +371,18 @@ impl Inventory {
             .await?;
         Ok((version > 0).then_some(version))
     }
+}
+
+/// Fail fast while Redis is down (the API answers 503 at once) and
+/// reconnect on the next call after it returns. The response timeout is
+/// longer than any blocking read the pipeline issues.
+fn connection_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_response_timeout(Some(Duration::from_secs(5)))
+        .set_number_of_retries(1)
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_millis(500))
 }
 
 fn parse_reserve(reply: Vec<Value>) -> redis::RedisResult<ReserveOutcome> {

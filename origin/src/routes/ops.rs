@@ -10,6 +10,7 @@ use seckill_shared::ErrorCode;
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
+use crate::pipeline::queue;
 use crate::state::AppState;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -48,6 +49,28 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         .metrics
         .sold_out_flags
         .set(state.sold_out.raised().len() as i64);
+    // Queue figures come from Redis at scrape time; if Redis is down the
+    // scrape still succeeds, without them.
+    let gauges = &state.metrics.queue_gauges;
+    gauges.reset();
+    if let Ok(products) = state.inventory.live_products().await {
+        let mut conn = state.inventory.connection();
+        for product in products {
+            if let Ok(stats) = queue::stats(&mut conn, state.inventory.keys(), product).await {
+                let id = product.to_string();
+                for (measure, value) in [
+                    ("length", stats.length),
+                    ("pending", stats.pending),
+                    ("lag", stats.lag),
+                    ("dead_letters", stats.dead_letters),
+                ] {
+                    gauges
+                        .with_label_values(&[id.as_str(), measure])
+                        .set(value as i64);
+                }
+            }
+        }
+    }
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         state.metrics.render(),

@@ -95,8 +95,10 @@ async fn reserve(state: &AppState, product: ProductId, member: MemberId) -> Resu
 
 /// A reserve call failed. If Redis was never reached nothing was reserved
 /// and the answer is 503. If the connection broke or timed out after the
-/// script was sent, the script may have run: ask once more what the member
-/// holds, so a reservation that exists is answered 202, never 503.
+/// script was sent, the script may have run: ask again (for up to about a
+/// second) what the member holds, so a reservation that exists is answered
+/// 202. If Redis stays silent the outcome cannot be known, and the 503 says
+/// so: the result endpoint will tell once Redis is back.
 async fn settle_failed_reserve(
     state: &AppState,
     product: ProductId,
@@ -104,18 +106,37 @@ async fn settle_failed_reserve(
     err: redis::RedisError,
 ) -> Result<(), ApiError> {
     let ambiguous = err.is_timeout() || err.is_connection_dropped() || err.is_unrecoverable_error();
-    if ambiguous {
-        if let Ok(Some(MemberState::Queued { .. })) =
-            state.inventory.member_state(product, member).await
-        {
-            tracing::warn!(product = product.get(), member = member.get(), error = %err,
-                "reserve reply lost, but the reservation exists");
-            state.metrics.reservations.inc();
-            return Ok(());
+    if !ambiguous || err.is_connection_refusal() {
+        return Err(err.into());
+    }
+    for attempt in 0..3 {
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+        match state.inventory.member_state(product, member).await {
+            Ok(Some(MemberState::Queued { .. })) => {
+                tracing::warn!(product = product.get(), member = member.get(), error = %err,
+                    "reserve reply lost, but the reservation exists");
+                state.metrics.reservations.inc();
+                return Ok(());
+            }
+            // Redis answered and holds no reservation for this member.
+            Ok(_) => return Err(err.into()),
+            Err(_) => continue,
         }
     }
-    Err(err.into())
+    tracing::warn!(product = product.get(), member = member.get(), error = %err,
+        "reserve outcome unknown: redis stopped answering mid-request");
+    Err(ApiError::with_message(
+        ErrorCode::Unavailable,
+        OUTCOME_UNKNOWN,
+    ))
 }
+
+/// The 503 message when Redis went away between receiving a reserve call and
+/// answering it.
+pub const OUTCOME_UNKNOWN: &str =
+    "the service stopped answering mid-request: the reservation may or may not exist; the result endpoint will say";
 
 /// Redis does not know the product. Either the id is not a product (remember
 /// that for a moment), or Redis lost its data (restarted without
