@@ -72,6 +72,11 @@ pub struct Config {
     /// How long acknowledged order requests stay in the stream (for
     /// inspection and replays) before they are trimmed.
     pub stream_retention: Duration,
+    /// How often this process looks for due payment deadlines (`None`: it
+    /// does not; other processes do).
+    pub cancel_poll: Option<Duration>,
+    /// How long a claimed deadline is reserved for the poller that claimed it.
+    pub cancel_lease: Duration,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://seckill.db?mode=rwc";
@@ -194,6 +199,16 @@ impl Config {
                 "SECKILL_STREAM_RETENTION_MS",
                 60_000,
                 0..=86_400_000,
+            )?),
+            cancel_poll: match parse_range(&get, "SECKILL_CANCEL_POLL_MS", 200, 0..=60_000)? {
+                0 => None,
+                ms => Some(Duration::from_millis(ms)),
+            },
+            cancel_lease: Duration::from_millis(parse_range(
+                &get,
+                "SECKILL_CANCEL_LEASE_MS",
+                30_000,
+                100..=3_600_000,
             )?),
         })
     }

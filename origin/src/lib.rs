@@ -13,6 +13,7 @@ pub mod db;
 pub mod error;
 pub mod extract;
 pub mod inventory;
+pub mod lifecycle;
 pub mod metrics;
 pub mod pipeline;
 pub mod preheat;

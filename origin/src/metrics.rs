@@ -32,6 +32,9 @@ pub struct Metrics {
     pub order_batch_size: Histogram,
     pub order_write_retries: IntCounter,
     pub orders_reclaimed: IntCounter,
+    pub orders_paid: IntCounter,
+    pub orders_cancelled: IntCounter,
+    pub stock_returned: IntCounter,
 }
 
 impl Metrics {
@@ -122,6 +125,21 @@ impl Metrics {
             "Order requests taken over from consumers that stopped acknowledging",
         )
         .unwrap();
+        let orders_paid = IntCounter::new(
+            "seckill_orders_paid_total",
+            "Orders paid through this process",
+        )
+        .unwrap();
+        let orders_cancelled = IntCounter::new(
+            "seckill_orders_cancelled_total",
+            "Unpaid orders this process cancelled at their payment deadline",
+        )
+        .unwrap();
+        let stock_returned = IntCounter::new(
+            "seckill_stock_returned_total",
+            "Units this process gave back to Redis stock (cancellations and dead letters)",
+        )
+        .unwrap();
         for collector in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_duration.clone()),
@@ -136,6 +154,9 @@ impl Metrics {
             Box::new(order_batch_size.clone()),
             Box::new(order_write_retries.clone()),
             Box::new(orders_reclaimed.clone()),
+            Box::new(orders_paid.clone()),
+            Box::new(orders_cancelled.clone()),
+            Box::new(stock_returned.clone()),
         ] {
             registry.register(collector).unwrap();
         }
@@ -154,6 +175,9 @@ impl Metrics {
             order_batch_size,
             order_write_retries,
             orders_reclaimed,
+            orders_paid,
+            orders_cancelled,
+            stock_returned,
         }
     }
 

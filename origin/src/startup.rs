@@ -13,6 +13,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{BuyMode, Config};
 use crate::db::Database;
 use crate::inventory::Inventory;
+use crate::lifecycle::poller::{self, PollerSettings};
+use crate::lifecycle::{sold_out_sync, Lifecycle};
 use crate::metrics::Metrics;
 use crate::pipeline::{self, PipelineContext, PipelineSettings};
 use crate::routes;
@@ -82,6 +84,15 @@ fn spawn_background(tasks: &mut JoinSet<()>, state: &AppState) -> anyhow::Result
             shutdown: state.shutdown.clone(),
         });
         pipeline::spawn_consumers(ctx, state.config.consumers, tasks)?;
+        spawn_poller(
+            tasks,
+            &state.config,
+            state.lifecycle.clone(),
+            state.shutdown.clone(),
+        );
+        let (sync_state, redis_url) = (state.clone(), state.config.redis_url.clone());
+        let shutdown = state.shutdown.clone();
+        tasks.spawn(async move { sold_out_sync::run(sync_state, redis_url, shutdown).await });
     }
 
     // Expired flags are dropped now and then so the maps stay small.
@@ -101,11 +112,29 @@ fn spawn_background(tasks: &mut JoinSet<()>, state: &AppState) -> anyhow::Result
     Ok(())
 }
 
-/// `seckill-origin worker`: order consumers only, no HTTP, so order writing
-/// can be scaled (and restarted) apart from the buy path.
+fn spawn_poller(
+    tasks: &mut JoinSet<()>,
+    config: &Config,
+    lifecycle: Lifecycle,
+    shutdown: CancellationToken,
+) {
+    if let Some(interval) = config.cancel_poll {
+        let settings = PollerSettings {
+            interval,
+            lease: config.cancel_lease,
+            batch: 200,
+        };
+        tasks.spawn(poller::run(lifecycle, settings, shutdown));
+    }
+}
+
+/// `seckill-origin worker`: order consumers and the deadline poller, no
+/// HTTP, so order writing can be scaled (and restarted) apart from the buy
+/// path.
 pub struct Worker {
     ctx: Arc<PipelineContext>,
     consumers: usize,
+    config: Config,
 }
 
 impl Worker {
@@ -125,6 +154,7 @@ impl Worker {
         Ok(Self {
             ctx,
             consumers: config.consumers.max(1),
+            config,
         })
     }
 
@@ -136,6 +166,17 @@ impl Worker {
     pub async fn run(self) -> anyhow::Result<()> {
         let mut tasks = JoinSet::new();
         pipeline::spawn_consumers(self.ctx.clone(), self.consumers, &mut tasks)?;
+        let lifecycle = Lifecycle {
+            db: self.ctx.db.clone(),
+            inventory: self.ctx.inventory.clone(),
+            metrics: self.ctx.metrics.clone(),
+        };
+        spawn_poller(
+            &mut tasks,
+            &self.config,
+            lifecycle,
+            self.ctx.shutdown.clone(),
+        );
         while let Some(joined) = tasks.join_next().await {
             if let Err(err) = joined {
                 tracing::error!(error = %err, "consumer task panicked");

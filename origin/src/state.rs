@@ -9,6 +9,7 @@ use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::db::Database;
 use crate::inventory::Inventory;
+use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::preheat::Preheater;
 use crate::product_flags::ProductFlags;
@@ -27,6 +28,7 @@ pub struct Shared {
     pub unknown_products: ProductFlags,
     pub rate_limiter: MemberRateLimiter,
     pub metrics: Arc<Metrics>,
+    pub lifecycle: Lifecycle,
     pub shutdown: CancellationToken,
 }
 
@@ -47,11 +49,18 @@ impl AppState {
             preheater.clone(),
             config.product_cache_ttl,
         );
+        let metrics = Arc::new(Metrics::new());
+        let lifecycle = Lifecycle {
+            db: db.clone(),
+            inventory: inventory.clone(),
+            metrics: metrics.clone(),
+        };
         Self(Arc::new(Shared {
             sold_out: ProductFlags::new(config.sold_out_flag_ttl.as_millis() as u64),
             unknown_products: ProductFlags::new(UNKNOWN_PRODUCT_TTL_MS),
             rate_limiter: MemberRateLimiter::new(config.rate_limit),
-            metrics: Arc::new(Metrics::new()),
+            metrics,
+            lifecycle,
             config,
             db,
             inventory,

@@ -45,6 +45,13 @@ pub fn unix_now() -> i64 {
         .as_secs() as i64
 }
 
+pub fn unix_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
 impl Sale {
     /// On sale now, for an hour.
     pub fn open(stock: i64) -> Self {

@@ -6,10 +6,12 @@
 //! `seckill-origin` processes. Nothing is mocked. A missing service fails
 //! the test with a message saying how to install it; nothing is skipped.
 
+pub mod checks;
 pub mod client;
 pub mod database;
 pub mod origin;
 pub mod paths;
+pub mod proxy;
 pub mod redis_server;
 
 pub use client::{Api, Sale};

@@ -3,61 +3,30 @@
 //! across restarts, bad input, the sale window, and Redis going away.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 use rand::seq::SliceRandom;
 use redis::AsyncCommands;
 use reqwest::Method;
 use seckill_shared::api::ResultStatus;
-use seckill_shared::keys::RedisKeys;
-use seckill_shared::ProductId;
+use seckill_tests::checks::{keys, pid, rush};
 use seckill_tests::client::unix_now;
 use seckill_tests::redis_server::Persistence;
 use seckill_tests::{
     eventually, Api, Backend, Origin, OriginOptions, RedisServer, Sale, TestDatabase,
 };
 use serde_json::json;
-use tokio::sync::Semaphore;
 
-fn keys() -> RedisKeys {
-    RedisKeys::new("seckill:").unwrap()
-}
-
-fn pid(id: i64) -> ProductId {
-    ProductId::new(id).unwrap()
-}
-
-/// An origin whose order consumers are off, so the order stream keeps every
-/// reservation for the test to count.
+/// An origin whose background loops are off (no order consumers, no
+/// deadline poller): the order stream keeps every reservation for the test
+/// to count, and Redis sees only what requests cause.
 async fn origin_without_consumers(label: &str, redis: &RedisServer, db: &TestDatabase) -> Origin {
-    Origin::start(OriginOptions::new(label, redis, db).env("SECKILL_CONSUMERS", 0)).await
-}
-
-/// Fires every `(member)` buy at once (bounded to `concurrency` in flight)
-/// and returns `(member, status, error code)` for each.
-async fn rush(
-    api: &Api,
-    product: i64,
-    members: Vec<i64>,
-    concurrency: usize,
-) -> Vec<(i64, u16, Option<String>)> {
-    let gate = Arc::new(Semaphore::new(concurrency));
-    let mut tasks = tokio::task::JoinSet::new();
-    for member in members {
-        let api = api.clone();
-        let gate = gate.clone();
-        tasks.spawn(async move {
-            let _permit = gate.acquire_owned().await.unwrap();
-            let reply = api.buy(product, member).await;
-            (member, reply.status, reply.error().map(str::to_string))
-        });
-    }
-    let mut outcomes = Vec::new();
-    while let Some(done) = tasks.join_next().await {
-        outcomes.push(done.unwrap());
-    }
-    outcomes
+    Origin::start(
+        OriginOptions::new(label, redis, db)
+            .env("SECKILL_CONSUMERS", 0)
+            .env("SECKILL_CANCEL_POLL_MS", 0),
+    )
+    .await
 }
 
 async fn exact_sell_out(backend: Backend) {
@@ -144,7 +113,7 @@ async fn sold_out_buys_are_answered_without_redis() {
 
     let scripts_before = redis.command_calls("evalsha").await + redis.command_calls("eval").await;
     let reads_before = redis.command_calls("hget").await;
-    let outcomes = rush(&api, product, (100..400).collect(), 50).await;
+    let outcomes = rush(&api, product, 100..400, 50).await;
     assert!(outcomes
         .iter()
         .all(|(_, s, c)| *s == 409 && c.as_deref() == Some("sold_out")));

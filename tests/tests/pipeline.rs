@@ -9,100 +9,13 @@ use std::time::Duration;
 
 use redis::AsyncCommands;
 use seckill_shared::api::ResultStatus;
-use seckill_shared::keys::{RedisKeys, ORDER_GROUP};
-use seckill_shared::ProductId;
-use seckill_tests::redis_server::Persistence;
-use seckill_tests::{
-    eventually, Api, Backend, Origin, OriginOptions, RedisServer, Sale, TestDatabase,
+use seckill_shared::keys::ORDER_GROUP;
+use seckill_tests::checks::{
+    buy_all, keys, orders, pending, pid, stock_available, wait_for_orders,
 };
-use sqlx::AnyPool;
+use seckill_tests::redis_server::Persistence;
+use seckill_tests::{eventually, Backend, Origin, OriginOptions, RedisServer, Sale, TestDatabase};
 use tokio::sync::Semaphore;
-
-fn keys() -> RedisKeys {
-    RedisKeys::new("seckill:").unwrap()
-}
-
-fn pid(id: i64) -> ProductId {
-    ProductId::new(id).unwrap()
-}
-
-const DRAIN: Duration = Duration::from_secs(60);
-
-/// `(order id, member id, status)` of every order of `product`.
-async fn orders(pool: &AnyPool, product: i64) -> Vec<(i64, i64, String)> {
-    sqlx::query_as("SELECT id, member_id, status FROM orders WHERE product_id = $1 ORDER BY id")
-        .bind(product)
-        .fetch_all(pool)
-        .await
-        .expect("read orders")
-}
-
-async fn stock_available(pool: &AnyPool, product: i64) -> i64 {
-    let (stock,): (i64,) = sqlx::query_as("SELECT stock_available FROM products WHERE id = $1")
-        .bind(product)
-        .fetch_one(pool)
-        .await
-        .expect("read product");
-    stock
-}
-
-/// Waits until the database holds `count` orders for `product`, then a
-/// little longer to make sure no more appear.
-async fn wait_for_orders(pool: &AnyPool, product: i64, count: usize) -> Vec<(i64, i64, String)> {
-    eventually(
-        DRAIN,
-        &format!("{count} orders of product {product}"),
-        || async {
-            let rows = orders(pool, product).await;
-            assert!(
-                rows.len() <= count,
-                "more orders than reservations: {}",
-                rows.len()
-            );
-            (rows.len() == count).then_some(())
-        },
-    )
-    .await;
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let rows = orders(pool, product).await;
-    assert_eq!(rows.len(), count, "no further orders appear");
-    rows
-}
-
-async fn pending(conn: &mut redis::aio::MultiplexedConnection, product: i64) -> u64 {
-    let summary: redis::Value = redis::cmd("XPENDING")
-        .arg(keys().orders(pid(product)))
-        .arg(ORDER_GROUP)
-        .query_async(conn)
-        .await
-        .unwrap();
-    match summary {
-        redis::Value::Array(parts) => redis::from_redis_value_ref(&parts[0]).unwrap(),
-        _ => 0,
-    }
-}
-
-/// Buys for every member concurrently; returns the members answered 202.
-async fn buy_all(api: &Api, product: i64, members: impl IntoIterator<Item = i64>) -> Vec<i64> {
-    let gate = Arc::new(Semaphore::new(100));
-    let mut tasks = tokio::task::JoinSet::new();
-    for member in members {
-        let (api, gate) = (api.clone(), gate.clone());
-        tasks.spawn(async move {
-            let _permit = gate.acquire_owned().await.unwrap();
-            (member, api.buy(product, member).await.status)
-        });
-    }
-    let mut queued = Vec::new();
-    while let Some(done) = tasks.join_next().await {
-        let (member, status) = done.unwrap();
-        if status == 202 {
-            queued.push(member);
-        }
-    }
-    queued.sort();
-    queued
-}
 
 fn buyer_origin(label: &str, redis: &RedisServer, db: &TestDatabase) -> OriginOptions {
     OriginOptions::new(label, redis, db).env("SECKILL_CONSUMERS", 0)
@@ -628,7 +541,7 @@ async fn redis_crash_with_aof_always_loses_no_202() {
 
     let pool = db.pool().await;
     let mut conn = redis.connection().await;
-    eventually(DRAIN, "the queue to drain", || {
+    eventually(Duration::from_secs(60), "the queue to drain", || {
         let mut conn = conn.clone();
         async move {
             let groups: redis::streams::StreamInfoGroupsReply =

@@ -57,8 +57,10 @@ impl Database {
                     if backend == Backend::Sqlite {
                         // WAL lets readers run beside the single writer; the
                         // busy timeout makes writers queue instead of failing.
-                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        // The busy timeout first: switching the journal
+                        // mode waits for other processes' locks too.
                         conn.execute("PRAGMA busy_timeout = 5000").await?;
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
                         conn.execute("PRAGMA foreign_keys = ON").await?;
                     }
                     Ok(())
@@ -66,11 +68,14 @@ impl Database {
             })
             .connect(url)
             .await?;
-        let migrator = match backend {
-            Backend::Sqlite => &SQLITE_MIGRATIONS,
-            Backend::Postgres => &POSTGRES_MIGRATIONS,
-        };
-        migrator.run(&pool).await?;
+        match backend {
+            // PostgreSQL migrations take an advisory lock themselves.
+            Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
+            Backend::Sqlite => {
+                let _lock = MigrationLock::acquire(url).await?;
+                SQLITE_MIGRATIONS.run(&pool).await?;
+            }
+        }
         Ok(Self { pool, backend })
     }
 
@@ -80,6 +85,48 @@ impl Database {
             .await
             .map(|_: AnyQueryResult| ())
     }
+}
+
+/// Serialises SQLite migrations between processes starting at once (sqlx
+/// takes no lock for SQLite): an exclusive advisory lock on a file beside
+/// the database, held until dropped.
+struct MigrationLock(Option<std::fs::File>);
+
+impl MigrationLock {
+    async fn acquire(url: &str) -> std::io::Result<Self> {
+        let Some(path) = sqlite_path(url) else {
+            return Ok(Self(None)); // in-memory: nothing to share
+        };
+        let lock_path = format!("{path}.migrate-lock");
+        tokio::task::spawn_blocking(move || {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)?;
+            file.lock()?;
+            Ok(Self(Some(file)))
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+}
+
+impl Drop for MigrationLock {
+    fn drop(&mut self) {
+        if let Some(file) = self.0.take() {
+            let _ = file.unlock();
+        }
+    }
+}
+
+/// The file behind an SQLite URL (`sqlite://path?opts`, `sqlite:path`).
+fn sqlite_path(url: &str) -> Option<String> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or("");
+    (!path.is_empty() && !path.starts_with(":memory:")).then(|| path.to_string())
 }
 
 /// True when the error means "the database could not be reached or is
@@ -105,5 +152,24 @@ pub fn is_unavailable(err: &sqlx::Error) -> bool {
                 || code == "6"
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sqlite_path;
+
+    #[test]
+    fn sqlite_paths() {
+        assert_eq!(
+            sqlite_path("sqlite://data/s.db?mode=rwc").as_deref(),
+            Some("data/s.db")
+        );
+        assert_eq!(
+            sqlite_path("sqlite:///tmp/s.db").as_deref(),
+            Some("/tmp/s.db")
+        );
+        assert_eq!(sqlite_path("sqlite::memory:"), None);
+        assert_eq!(sqlite_path("postgres://x/y"), None);
     }
 }

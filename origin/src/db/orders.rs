@@ -58,3 +58,62 @@ pub async fn live_for_member(
         .fetch_optional(pool)
         .await
 }
+
+pub async fn get(pool: &AnyPool, order: OrderId) -> Result<Option<OrderRow>, sqlx::Error> {
+    let sql = format!("SELECT {COLUMNS} FROM orders WHERE id = $1");
+    sqlx::query_as::<_, OrderRow>(&sql)
+        .bind(order.get())
+        .fetch_optional(pool)
+        .await
+}
+
+/// Marks the member's order paid if it is still unpaid and inside its
+/// deadline. One conditional update: payment and cancellation can never
+/// both win, whichever reaches the row first decides.
+pub async fn pay(
+    pool: &AnyPool,
+    order: OrderId,
+    member: MemberId,
+    now_ms: i64,
+) -> Result<bool, sqlx::Error> {
+    let paid = sqlx::query(
+        "UPDATE orders SET status = 'paid', paid_at_ms = $3 \
+         WHERE id = $1 AND member_id = $2 AND status = 'unpaid' AND pay_deadline_ms > $3",
+    )
+    .bind(order.get())
+    .bind(member.get())
+    .bind(now_ms)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(paid == 1)
+}
+
+/// Cancels the order if it is unpaid and its deadline has passed, giving
+/// its unit back to the product's database stock in the same transaction.
+/// True only for the one call that cancelled it.
+pub async fn cancel_if_due(
+    pool: &AnyPool,
+    order: OrderId,
+    now_ms: i64,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let cancelled: Option<(i64,)> = sqlx::query_as(
+        "UPDATE orders SET status = 'cancelled', cancelled_at_ms = $2 \
+         WHERE id = $1 AND status = 'unpaid' AND pay_deadline_ms <= $2 RETURNING product_id",
+    )
+    .bind(order.get())
+    .bind(now_ms)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((product,)) = cancelled else {
+        return Ok(false);
+    };
+    sqlx::query("UPDATE products SET stock_available = stock_available + 1, updated_at_ms = $2 WHERE id = $1")
+        .bind(product)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(true)
+}

@@ -1,27 +1,35 @@
 #!lua
 -- Record that a product sold out (ARGV[2] = '1') or is back in stock ('0'),
--- and tell every origin node. Idempotent: only a real change bumps the
--- version and publishes, so every node that notices the same sell-out may
--- call it.
+-- and tell every origin node.
 --
 -- KEYS[1] sold-out set, KEYS[2] version counter
 -- ARGV[1] product id, ARGV[2] '1' | '0', ARGV[3] pub/sub channel
 --
+-- The version changes exactly when the set changes. A sell-out is only
+-- announced when it is news (every node that notices it may call this). A
+-- return to stock is always announced: a node may hold a flag it learnt
+-- from its own reserve answer even if the set never had the product, and
+-- a stale flag is what turns buyers away.
+--
 -- Message: '+<product>:<version>' (sold out) or '-<product>:<version>'.
--- Returns the new version, or 0 when nothing changed.
+-- Returns the version after the call.
 local changed
 if ARGV[2] == '1' then
   changed = redis.call('SADD', KEYS[1], ARGV[1])
 else
   changed = redis.call('SREM', KEYS[1], ARGV[1])
 end
-if changed == 0 then
-  return 0
+local version
+if changed == 1 then
+  version = redis.call('INCR', KEYS[2])
+else
+  version = tonumber(redis.call('GET', KEYS[2]) or '0')
 end
-local version = redis.call('INCR', KEYS[2])
-local sign = '-'
 if ARGV[2] == '1' then
-  sign = '+'
+  if changed == 1 then
+    redis.call('PUBLISH', ARGV[3], '+' .. ARGV[1] .. ':' .. version)
+  end
+else
+  redis.call('PUBLISH', ARGV[3], '-' .. ARGV[1] .. ':' .. version)
 end
-redis.call('PUBLISH', ARGV[3], sign .. ARGV[1] .. ':' .. version)
 return version

@@ -12,7 +12,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 use seckill_shared::api::SoldOutSnapshot;
-use seckill_shared::keys::{MemberState, RedisKeys, ORDER_GROUP};
+use seckill_shared::keys::{DeadlineEntry, MemberState, RedisKeys, ORDER_GROUP};
 use seckill_shared::{MemberId, ProductId};
 
 use crate::db::products::{LiveOrders, ProductRow};
@@ -34,6 +34,7 @@ struct Scripts {
     mark_sold_out: Script,
     ack_orders: Script,
     release: Script,
+    claim_deadlines: Script,
 }
 
 /// One reservation whose stock goes back (see `release.lua`).
@@ -88,6 +89,7 @@ impl Inventory {
                 mark_sold_out: Script::new(include_str!("mark_sold_out.lua")),
                 ack_orders: Script::new(include_str!("ack_orders.lua")),
                 release: Script::new(include_str!("release.lua")),
+                claim_deadlines: Script::new(include_str!("claim_deadlines.lua")),
             }),
             client,
         })
@@ -267,7 +269,8 @@ impl Inventory {
             }
         }
         let (returned, stock): (i64, i64) = call.invoke_async(&mut conn).await?;
-        if returned == 1 && stock > 0 {
+        // Back from zero: every node must drop its sold-out flag now.
+        if returned == 1 && stock == 1 {
             self.mark_sold_out(product, false).await?;
         }
         Ok(returned == 1)
@@ -351,16 +354,15 @@ impl Inventory {
         })
     }
 
-    /// Records a sell-out (or its end) in the registry and broadcasts it.
-    /// Returns the new registry version, or `None` when nothing changed.
+    /// Records a sell-out (or its end) in the registry and broadcasts it
+    /// (see `mark_sold_out.lua`). Returns the registry version after the call.
     pub async fn mark_sold_out(
         &self,
         product: ProductId,
         sold_out: bool,
-    ) -> redis::RedisResult<Option<u64>> {
+    ) -> redis::RedisResult<u64> {
         let mut conn = self.conn.clone();
-        let version: u64 = self
-            .scripts
+        self.scripts
             .mark_sold_out
             .key(self.keys.sold_out())
             .key(self.keys.sold_out_version())
@@ -368,8 +370,82 @@ impl Inventory {
             .arg(if sold_out { "1" } else { "0" })
             .arg(self.keys.sold_out_channel())
             .invoke_async(&mut conn)
+            .await
+    }
+
+    /// The products a node should hold sold-out flags for: those in the
+    /// registry whose stock really is zero. Registry entries whose stock
+    /// came back (a lost "back in stock" call) are repaired on the way.
+    pub async fn verified_sold_out(&self) -> redis::RedisResult<Vec<ProductId>> {
+        let snapshot = self.sold_out_snapshot().await?;
+        if snapshot.sold_out.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        for product in &snapshot.sold_out {
+            pipe.cmd("HGET").arg(self.keys.item(*product)).arg("stock");
+        }
+        let stocks: Vec<Option<i64>> = pipe.query_async(&mut conn).await?;
+        let mut sold_out = Vec::new();
+        for (product, stock) in snapshot.sold_out.into_iter().zip(stocks) {
+            match stock {
+                Some(stock) if stock > 0 => {
+                    self.mark_sold_out(product, false).await?;
+                }
+                _ => sold_out.push(product),
+            }
+        }
+        Ok(sold_out)
+    }
+
+    /// Claims up to `max` due payment deadlines for `lease`.
+    pub async fn claim_deadlines(
+        &self,
+        now_ms: u64,
+        lease: Duration,
+        max: usize,
+    ) -> redis::RedisResult<Vec<DeadlineEntry>> {
+        let mut conn = self.conn.clone();
+        let due: Vec<String> = self
+            .scripts
+            .claim_deadlines
+            .key(self.keys.pay_deadlines())
+            .arg(now_ms)
+            .arg(lease.as_millis() as u64)
+            .arg(max)
+            .invoke_async(&mut conn)
             .await?;
-        Ok((version > 0).then_some(version))
+        Ok(due
+            .iter()
+            .filter_map(|entry| DeadlineEntry::decode(entry))
+            .collect())
+    }
+
+    /// Removes a settled order's deadline.
+    pub async fn forget_deadline(&self, entry: DeadlineEntry) -> redis::RedisResult<()> {
+        let mut conn = self.conn.clone();
+        redis::cmd("ZREM")
+            .arg(self.keys.pay_deadlines())
+            .arg(entry.encode())
+            .query_async(&mut conn)
+            .await
+    }
+
+    /// Puts a claimed deadline back at its real time (it was claimed early).
+    pub async fn reschedule_deadline(
+        &self,
+        entry: DeadlineEntry,
+        deadline_ms: i64,
+    ) -> redis::RedisResult<()> {
+        let mut conn = self.conn.clone();
+        redis::cmd("ZADD")
+            .arg(self.keys.pay_deadlines())
+            .arg("XX")
+            .arg(deadline_ms)
+            .arg(entry.encode())
+            .query_async(&mut conn)
+            .await
     }
 }
 

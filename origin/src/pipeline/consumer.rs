@@ -450,7 +450,12 @@ impl Consumer {
             dead_letter: Some((reason, fields)),
         };
         match self.ctx.inventory.release(&release).await {
-            Ok(_) => self.ctx.metrics.dead_letters.inc(),
+            Ok(returned) => {
+                self.ctx.metrics.dead_letters.inc();
+                if returned {
+                    self.ctx.metrics.stock_returned.inc();
+                }
+            }
             Err(err) => tracing::warn!(consumer = %self.name, error = %err,
                 "dead-lettering failed; the entry stays pending and will be retried"),
         }

@@ -3,6 +3,7 @@
 mod admin;
 mod catalogue;
 mod ops;
+mod orders;
 mod pages;
 mod seckill;
 mod session;
@@ -25,6 +26,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/soldout", get(catalogue::sold_out))
         .route("/api/seckill/{product_id}/orders", post(seckill::buy))
         .route("/api/seckill/{product_id}/result", get(seckill::result))
+        .route("/api/orders/{order_id}", get(orders::get))
+        .route("/api/orders/{order_id}/pay", post(orders::pay))
         .route("/admin/products", post(admin::create_product))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))

@@ -1,0 +1,129 @@
+//! Driving load and reading outcomes: concurrent buys, orders in the
+//! database, stock, and the order stream's pending count.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use seckill_shared::keys::{RedisKeys, ORDER_GROUP};
+use seckill_shared::ProductId;
+use sqlx::AnyPool;
+use tokio::sync::Semaphore;
+
+use crate::client::Api;
+
+/// The key names every test origin uses (the default prefix).
+pub fn keys() -> RedisKeys {
+    RedisKeys::new("seckill:").unwrap()
+}
+
+pub fn pid(id: i64) -> ProductId {
+    ProductId::new(id).unwrap()
+}
+
+/// One buy's outcome: `(member, status, error code)`.
+pub type BuyOutcome = (i64, u16, Option<String>);
+
+/// Fires a buy for every member at once, at most `concurrency` in flight.
+pub async fn rush(
+    api: &Api,
+    product: i64,
+    members: impl IntoIterator<Item = i64>,
+    concurrency: usize,
+) -> Vec<BuyOutcome> {
+    let gate = Arc::new(Semaphore::new(concurrency));
+    let mut tasks = tokio::task::JoinSet::new();
+    for member in members {
+        let (api, gate) = (api.clone(), gate.clone());
+        tasks.spawn(async move {
+            let _permit = gate.acquire_owned().await.unwrap();
+            let reply = api.buy(product, member).await;
+            (member, reply.status, reply.error().map(str::to_string))
+        });
+    }
+    let mut outcomes = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        outcomes.push(done.unwrap());
+    }
+    outcomes
+}
+
+/// Buys for every member; returns the members answered 202, sorted.
+pub async fn buy_all(api: &Api, product: i64, members: impl IntoIterator<Item = i64>) -> Vec<i64> {
+    let mut queued: Vec<i64> = rush(api, product, members, 100)
+        .await
+        .into_iter()
+        .filter(|(_, status, _)| *status == 202)
+        .map(|(member, _, _)| member)
+        .collect();
+    queued.sort();
+    queued
+}
+
+/// `(order id, member id, status)` of every order of `product`.
+pub async fn orders(pool: &AnyPool, product: i64) -> Vec<(i64, i64, String)> {
+    sqlx::query_as("SELECT id, member_id, status FROM orders WHERE product_id = $1 ORDER BY id")
+        .bind(product)
+        .fetch_all(pool)
+        .await
+        .expect("read orders")
+}
+
+pub async fn stock_available(pool: &AnyPool, product: i64) -> i64 {
+    let (stock,): (i64,) = sqlx::query_as("SELECT stock_available FROM products WHERE id = $1")
+        .bind(product)
+        .fetch_one(pool)
+        .await
+        .expect("read product");
+    stock
+}
+
+/// Redis' live stock of `product`.
+pub async fn redis_stock(conn: &mut redis::aio::MultiplexedConnection, product: i64) -> i64 {
+    redis::cmd("HGET")
+        .arg(keys().item(pid(product)))
+        .arg("stock")
+        .query_async(conn)
+        .await
+        .expect("read redis stock")
+}
+
+/// Waits until the database holds `count` orders for `product`, then a
+/// little longer to make sure no more appear.
+pub async fn wait_for_orders(
+    pool: &AnyPool,
+    product: i64,
+    count: usize,
+) -> Vec<(i64, i64, String)> {
+    crate::eventually(
+        Duration::from_secs(60),
+        &format!("{count} orders of product {product}"),
+        || async {
+            let rows = orders(pool, product).await;
+            assert!(
+                rows.len() <= count,
+                "more orders than reservations: {}",
+                rows.len()
+            );
+            (rows.len() == count).then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let rows = orders(pool, product).await;
+    assert_eq!(rows.len(), count, "no further orders appear");
+    rows
+}
+
+/// Entries of `product`'s order stream delivered but not acknowledged.
+pub async fn pending(conn: &mut redis::aio::MultiplexedConnection, product: i64) -> u64 {
+    let summary: redis::Value = redis::cmd("XPENDING")
+        .arg(keys().orders(pid(product)))
+        .arg(ORDER_GROUP)
+        .query_async(conn)
+        .await
+        .unwrap();
+    match summary {
+        redis::Value::Array(parts) => redis::from_redis_value_ref(&parts[0]).unwrap(),
+        _ => 0,
+    }
+}
