@@ -126,6 +126,36 @@ pub struct PayResponse {
     pub status: OrderStatus,
 }
 
+/// Order queue figures of one item (`GET /admin/products`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueView {
+    /// Entries in the item's order stream.
+    pub length: u64,
+    /// Delivered to a consumer, not yet written and acknowledged.
+    pub pending: u64,
+    /// Not yet delivered to any consumer.
+    pub lag: u64,
+    pub dead_letters: u64,
+}
+
+/// Orders of one item by status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderCounts {
+    pub unpaid: i64,
+    pub paid: i64,
+    pub cancelled: i64,
+}
+
+/// One item as the operations page shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminProductView {
+    pub product: ProductView,
+    pub queue: QueueView,
+    pub orders: OrderCounts,
+    /// Whether this origin currently answers buys as sold out from memory.
+    pub sold_out_flag: bool,
+}
+
 /// `POST /admin/products` as sent on the wire.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

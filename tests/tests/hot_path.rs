@@ -400,6 +400,22 @@ async fn bad_input_gets_the_contracts_4xx() {
             "unauthorized",
         ),
         case(
+            Method::GET,
+            "/admin/products",
+            None,
+            None,
+            401,
+            "unauthorized",
+        ),
+        case(
+            Method::GET,
+            "/admin/products",
+            Some(&good),
+            None,
+            401,
+            "unauthorized",
+        ),
+        case(
             Method::POST,
             "/admin/products",
             Some(&good),

@@ -117,3 +117,34 @@ pub async fn cancel_if_due(
     tx.commit().await?;
     Ok(true)
 }
+
+/// Orders per (product, status) for the given products.
+pub async fn counts_by_status(
+    pool: &AnyPool,
+    products: &[i64],
+) -> Result<std::collections::HashMap<i64, seckill_shared::api::OrderCounts>, sqlx::Error> {
+    let mut counts: std::collections::HashMap<i64, seckill_shared::api::OrderCounts> =
+        Default::default();
+    if products.is_empty() {
+        return Ok(counts);
+    }
+    let placeholders: Vec<String> = (1..=products.len()).map(|n| format!("${n}")).collect();
+    let sql = format!(
+        "SELECT product_id, status, COUNT(*) FROM orders WHERE product_id IN ({}) GROUP BY product_id, status",
+        placeholders.join(", ")
+    );
+    let mut query = sqlx::query_as::<_, (i64, String, i64)>(&sql);
+    for product in products {
+        query = query.bind(product);
+    }
+    for (product, status, count) in query.fetch_all(pool).await? {
+        let entry = counts.entry(product).or_default();
+        match OrderStatus::parse(&status) {
+            Some(OrderStatus::Unpaid) => entry.unpaid = count,
+            Some(OrderStatus::Paid) => entry.paid = count,
+            Some(OrderStatus::Cancelled) => entry.cancelled = count,
+            None => {}
+        }
+    }
+    Ok(counts)
+}

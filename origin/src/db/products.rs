@@ -103,3 +103,12 @@ pub async fn live_orders(pool: &AnyPool, product: ProductId) -> Result<LiveOrder
         max_seq,
     })
 }
+
+/// The most recent `limit` items, newest first.
+pub async fn recent(pool: &AnyPool, limit: i64) -> Result<Vec<ProductRow>, sqlx::Error> {
+    let sql = format!("SELECT {COLUMNS} FROM products ORDER BY id DESC LIMIT $1");
+    sqlx::query_as::<_, ProductRow>(&sql)
+        .bind(limit)
+        .fetch_all(pool)
+        .await
+}

@@ -11,6 +11,7 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use redis::Value;
+use seckill_shared::api::QueueView;
 use seckill_shared::keys::{RedisKeys, ORDER_GROUP};
 use seckill_shared::ProductId;
 
@@ -342,22 +343,11 @@ fn text(value: Value) -> Option<String> {
 }
 
 /// Per-product queue figures for `/metrics` and the operations page.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct QueueStats {
-    /// Entries in the stream (pending, undelivered, or kept for retention).
-    pub length: u64,
-    /// Delivered to a consumer but not yet acknowledged.
-    pub pending: u64,
-    /// Not yet delivered to any consumer.
-    pub lag: u64,
-    pub dead_letters: u64,
-}
-
 pub async fn stats(
     conn: &mut ConnectionManager,
     keys: &RedisKeys,
     product: ProductId,
-) -> redis::RedisResult<QueueStats> {
+) -> redis::RedisResult<QueueView> {
     let (length, dead_letters): (u64, u64) = redis::pipe()
         .cmd("XLEN")
         .arg(keys.orders(product))
@@ -368,7 +358,7 @@ pub async fn stats(
     let group = group_info(conn, &keys.orders(product))
         .await?
         .unwrap_or_default();
-    Ok(QueueStats {
+    Ok(QueueView {
         length,
         pending: group.pending,
         lag: group.lag,

@@ -3,13 +3,14 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use seckill_shared::api::{CreateProduct, NewFlashSale, ProductView};
+use seckill_shared::api::{AdminProductView, CreateProduct, NewFlashSale, ProductView};
 
 use crate::catalog::product_view;
 use crate::clock::unix_ms;
-use crate::db::products;
+use crate::db::{orders, products};
 use crate::error::ApiError;
 use crate::extract::{Admin, ApiJson};
+use crate::pipeline::queue;
 use crate::state::AppState;
 
 /// Creates a flash sale. The row is inserted and its stock loaded into Redis
@@ -42,4 +43,35 @@ pub async fn create_product(
         StatusCode::CREATED,
         Json(product_view(&row, row.stock_available)),
     ))
+}
+
+/// How many items the operations view lists (the newest).
+const LISTED_ITEMS: i64 = 50;
+
+/// The newest items with their live figures: stock, order queue, orders by
+/// status, and this node's sold-out flag. What the operations page polls.
+pub async fn list_products(
+    State(state): State<AppState>,
+    _admin: Admin,
+) -> Result<Json<Vec<AdminProductView>>, ApiError> {
+    let rows = products::recent(&state.db.pool, LISTED_ITEMS).await?;
+    let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
+    let counts = orders::counts_by_status(&state.db.pool, &ids).await?;
+    let mut conn = state.inventory.connection();
+    let mut views = Vec::with_capacity(rows.len());
+    for row in rows {
+        let product = row.product_id();
+        let stock_left = state
+            .inventory
+            .stock_left(product)
+            .await?
+            .unwrap_or(row.stock_available);
+        views.push(AdminProductView {
+            product: product_view(&row, stock_left),
+            queue: queue::stats(&mut conn, state.inventory.keys(), product).await?,
+            orders: counts.get(&row.id).copied().unwrap_or_default(),
+            sold_out_flag: state.sold_out.is_raised(product),
+        });
+    }
+    Ok(Json(views))
 }

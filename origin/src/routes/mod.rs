@@ -28,7 +28,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/seckill/{product_id}/result", get(seckill::result))
         .route("/api/orders/{order_id}", get(orders::get))
         .route("/api/orders/{order_id}/pay", post(orders::pay))
-        .route("/admin/products", post(admin::create_product))
+        .route(
+            "/admin/products",
+            post(admin::create_product).get(admin::list_products),
+        )
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics));
