@@ -115,5 +115,6 @@ pub fn product_view(row: &ProductRow, stock_left: i64) -> ProductView {
         starts_at: row.starts_at,
         ends_at: row.ends_at,
         sold_out: stock_left == 0,
+        revision: row.revision,
     }
 }

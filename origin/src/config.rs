@@ -77,6 +77,12 @@ pub struct Config {
     pub cancel_poll: Option<Duration>,
     /// How long a claimed deadline is reserved for the poller that claimed it.
     pub cancel_lease: Duration,
+    /// How often the change relay polls the change log (on PostgreSQL it
+    /// also wakes on NOTIFY); `None`: this process neither relays nor
+    /// applies catalogue changes (other origins do).
+    pub cdc_poll: Option<Duration>,
+    /// How often reconciliation runs (`None`: only on demand).
+    pub reconcile_interval: Option<Duration>,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://seckill.db?mode=rwc";
@@ -210,6 +216,19 @@ impl Config {
                 30_000,
                 100..=3_600_000,
             )?),
+            cdc_poll: match parse_range(&get, "SECKILL_CDC_POLL_MS", 500, 0..=60_000)? {
+                0 => None,
+                ms => Some(Duration::from_millis(ms)),
+            },
+            reconcile_interval: match parse_range(
+                &get,
+                "SECKILL_RECONCILE_INTERVAL_S",
+                30,
+                0..=86_400,
+            )? {
+                0 => None,
+                s => Some(Duration::from_secs(s)),
+            },
         })
     }
 }

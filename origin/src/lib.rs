@@ -7,6 +7,7 @@
 //! stop on the shared shutdown token.
 
 pub mod catalog;
+pub mod cdc;
 pub mod clock;
 pub mod config;
 pub mod db;
@@ -19,6 +20,7 @@ pub mod pipeline;
 pub mod preheat;
 pub mod product_flags;
 pub mod rate_limit;
+pub mod reconcile;
 pub mod routes;
 pub mod shutdown;
 pub mod startup;

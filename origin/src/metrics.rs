@@ -35,6 +35,10 @@ pub struct Metrics {
     pub orders_paid: IntCounter,
     pub orders_cancelled: IntCounter,
     pub stock_returned: IntCounter,
+    pub changes_relayed: IntCounter,
+    pub changes_applied: IntCounter,
+    pub stock_drift: IntGaugeVec,
+    pub reconcile_repairs: IntCounter,
 }
 
 impl Metrics {
@@ -140,6 +144,29 @@ impl Metrics {
             "Units this process gave back to Redis stock (cancellations and dead letters)",
         )
         .unwrap();
+        let changes_relayed = IntCounter::new(
+            "seckill_catalogue_changes_relayed_total",
+            "Captured catalogue changes this process relayed to the change stream",
+        )
+        .unwrap();
+        let changes_applied = IntCounter::new(
+            "seckill_catalogue_changes_applied_total",
+            "Catalogue changes this process applied to Redis",
+        )
+        .unwrap();
+        let stock_drift = IntGaugeVec::new(
+            Opts::new(
+                "seckill_stock_drift",
+                "Redis stock + queued reservations - database stock, at the last quiet reconciliation",
+            ),
+            &["product"],
+        )
+        .unwrap();
+        let reconcile_repairs = IntCounter::new(
+            "seckill_reconcile_repairs_total",
+            "Items whose Redis stock reconciliation set back to the database's figure",
+        )
+        .unwrap();
         for collector in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_duration.clone()),
@@ -157,6 +184,10 @@ impl Metrics {
             Box::new(orders_paid.clone()),
             Box::new(orders_cancelled.clone()),
             Box::new(stock_returned.clone()),
+            Box::new(changes_relayed.clone()),
+            Box::new(changes_applied.clone()),
+            Box::new(stock_drift.clone()),
+            Box::new(reconcile_repairs.clone()),
         ] {
             registry.register(collector).unwrap();
         }
@@ -178,6 +209,10 @@ impl Metrics {
             orders_paid,
             orders_cancelled,
             stock_returned,
+            changes_relayed,
+            changes_applied,
+            stock_drift,
+            reconcile_repairs,
         }
     }
 

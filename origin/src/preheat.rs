@@ -48,6 +48,15 @@ impl Preheater {
         Ok(loaded)
     }
 
+    /// Brings a live item's description in line with its row after an edit,
+    /// or loads it in full if Redis does not have it.
+    pub async fn refresh(&self, row: &ProductRow) -> Result<(), PreheatError> {
+        if !self.inventory.describe(row).await? {
+            self.load(row).await?;
+        }
+        Ok(())
+    }
+
     /// Makes one product live if the database has it and its sale has not
     /// ended. Returns the database row (loaded or not), or `None` for an id
     /// the database does not know.

@@ -19,6 +19,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::{self, PipelineContext, PipelineSettings};
 use crate::routes;
 use crate::state::AppState;
+use crate::{cdc, reconcile};
 
 pub struct Application {
     listener: TcpListener,
@@ -93,6 +94,13 @@ fn spawn_background(tasks: &mut JoinSet<()>, state: &AppState) -> anyhow::Result
         let (sync_state, redis_url) = (state.clone(), state.config.redis_url.clone());
         let shutdown = state.shutdown.clone();
         tasks.spawn(async move { sold_out_sync::run(sync_state, redis_url, shutdown).await });
+        if let Some(poll) = state.config.cdc_poll {
+            tasks.spawn(cdc::leader::run(state.clone(), poll));
+        }
+        tasks.spawn(cdc::tail::run(state.clone()));
+        if let Some(interval) = state.config.reconcile_interval {
+            tasks.spawn(reconcile::run_periodically(state.clone(), interval));
+        }
     }
 
     // Expired flags are dropped now and then so the maps stay small.

@@ -45,6 +45,11 @@ pub struct ProductView {
     pub starts_at: i64,
     pub ends_at: i64,
     pub sold_out: bool,
+    /// Bumped by every edit of the item (name, prices, stock, window),
+    /// through the API or plain SQL: a cache holding an older revision is
+    /// stale.
+    #[serde(default)]
+    pub revision: i64,
 }
 
 /// `GET /api/soldout`: what edges refresh their flags from.
@@ -166,6 +171,61 @@ pub struct CreateProduct {
     pub stock: i64,
     pub starts_at: i64,
     pub ends_at: i64,
+}
+
+/// `PATCH /admin/products/{id}`: the fields to change. `stock` is the new
+/// flash-sale total: raising it makes the difference sellable at once;
+/// lowering it takes away unsold units only, never reserved ones.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateProduct {
+    pub name: Option<String>,
+    pub price_cents: Option<i64>,
+    pub flash_price_cents: Option<i64>,
+    pub stock: Option<i64>,
+    pub starts_at: Option<i64>,
+    pub ends_at: Option<i64>,
+}
+
+impl UpdateProduct {
+    /// The sale after the change, validated by the same rules as a new one.
+    pub fn apply_to(self, current: CreateProduct) -> Result<NewFlashSale, String> {
+        if self.name.is_none()
+            && self.price_cents.is_none()
+            && self.flash_price_cents.is_none()
+            && self.stock.is_none()
+            && self.starts_at.is_none()
+            && self.ends_at.is_none()
+        {
+            return Err("nothing to change".into());
+        }
+        NewFlashSale::try_from(CreateProduct {
+            name: self.name.unwrap_or(current.name),
+            price_cents: self.price_cents.unwrap_or(current.price_cents),
+            flash_price_cents: self.flash_price_cents.unwrap_or(current.flash_price_cents),
+            stock: self.stock.unwrap_or(current.stock),
+            starts_at: self.starts_at.unwrap_or(current.starts_at),
+            ends_at: self.ends_at.unwrap_or(current.ends_at),
+        })
+    }
+}
+
+/// One item's line in a reconciliation report (`POST /admin/reconcile`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconcileItem {
+    pub product_id: ProductId,
+    /// Live stock in Redis (`None`: the item is not in Redis).
+    pub redis_stock: Option<i64>,
+    /// Reservations queued and not yet written to the database.
+    pub queued: u64,
+    /// The database's `stock_available`.
+    pub database_stock: i64,
+    /// Redis stock + queued − database stock, when the item was quiet
+    /// enough for the figure to mean anything.
+    pub drift: Option<i64>,
+    /// Whether Redis was set back to the database's figure.
+    pub repaired: bool,
+    pub note: String,
 }
 
 /// A flash sale that passed validation.
@@ -297,6 +357,28 @@ mod tests {
         for case in cases {
             assert!(NewFlashSale::try_from(case.clone()).is_err(), "{case:?}");
         }
+    }
+
+    #[test]
+    fn updates_merge_and_validate() {
+        let current = body();
+        let changed = UpdateProduct {
+            flash_price_cents: Some(50),
+            ..Default::default()
+        }
+        .apply_to(current.clone())
+        .unwrap();
+        assert_eq!(changed.flash_price_cents, 50);
+        assert_eq!(changed.stock, 10);
+        assert!(
+            UpdateProduct::default().apply_to(current.clone()).is_err(),
+            "empty update"
+        );
+        let backwards = UpdateProduct {
+            ends_at: Some(500),
+            ..Default::default()
+        };
+        assert!(backwards.apply_to(current).is_err());
     }
 
     #[test]

@@ -12,6 +12,9 @@ use crate::ids::{OrderId, ProductId};
 /// The consumer group that writes queued orders to the database.
 pub const ORDER_GROUP: &str = "order-writers";
 
+/// The consumer group that applies catalogue changes to Redis.
+pub const REFRESH_GROUP: &str = "cache-refresh";
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("a key prefix may not contain '{{' or '}}' (they would change the cluster hash tag)")]
 pub struct InvalidPrefix;
@@ -63,6 +66,23 @@ impl RedisKeys {
     /// Stream of order requests that could not be written, with the reason.
     pub fn dead_letters(&self, product: ProductId) -> String {
         self.product_key(product, "dead")
+    }
+
+    /// Hash: change id -> units a stock edit actually moved, so each edit
+    /// is applied to this product's stock at most once.
+    pub fn stock_changes(&self, product: ProductId) -> String {
+        self.product_key(product, "stock-changes")
+    }
+
+    /// Stream of captured catalogue changes (the seed's
+    /// `productDetailChange` topic), fed by the change relay.
+    pub fn product_changes(&self) -> String {
+        format!("{}product-changes", self.prefix)
+    }
+
+    /// Lease held by the one change relay allowed to run at a time.
+    pub fn relay_lock(&self) -> String {
+        format!("{}product-changes:relay", self.prefix)
     }
 
     /// Set of every product id whose keys are live in Redis.

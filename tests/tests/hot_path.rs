@@ -18,13 +18,15 @@ use seckill_tests::{
 use serde_json::json;
 
 /// An origin whose background loops are off (no order consumers, no
-/// deadline poller): the order stream keeps every reservation for the test
+/// deadline poller, no change relay, no reconciliation): the order stream keeps every reservation for the test
 /// to count, and Redis sees only what requests cause.
 async fn origin_without_consumers(label: &str, redis: &RedisServer, db: &TestDatabase) -> Origin {
     Origin::start(
         OriginOptions::new(label, redis, db)
             .env("SECKILL_CONSUMERS", 0)
-            .env("SECKILL_CANCEL_POLL_MS", 0),
+            .env("SECKILL_CANCEL_POLL_MS", 0)
+            .env("SECKILL_CDC_POLL_MS", 0)
+            .env("SECKILL_RECONCILE_INTERVAL_S", 0),
     )
     .await
 }

@@ -15,7 +15,6 @@ CREATE TABLE products (
     ends_at BIGINT NOT NULL,
     created_at_ms BIGINT NOT NULL,
     updated_at_ms BIGINT NOT NULL,
-    CHECK (stock_available <= stock_total),
     CHECK (starts_at < ends_at)
 );
 

@@ -15,7 +15,6 @@ CREATE TABLE products (
     ends_at INTEGER NOT NULL,
     created_at_ms INTEGER NOT NULL,
     updated_at_ms INTEGER NOT NULL,
-    CHECK (stock_available <= stock_total),
     CHECK (starts_at < ends_at)
 );
 

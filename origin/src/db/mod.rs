@@ -6,6 +6,7 @@
 //! Migrations run at start-up; PostgreSQL's advisory lock and SQLite's file
 //! lock make two origins starting at once safe.
 
+pub mod changes;
 pub mod orders;
 pub mod products;
 

@@ -19,6 +19,7 @@ pub struct ProductRow {
     pub starts_at: i64,
     pub ends_at: i64,
     pub updated_at_ms: i64,
+    pub revision: i64,
 }
 
 impl ProductRow {
@@ -27,7 +28,7 @@ impl ProductRow {
     }
 }
 
-const COLUMNS: &str = "id, name, price_cents, flash_price_cents, stock_total, stock_available, starts_at, ends_at, updated_at_ms";
+const COLUMNS: &str = "id, name, price_cents, flash_price_cents, stock_total, stock_available, starts_at, ends_at, updated_at_ms, revision";
 
 pub async fn insert<'e, E>(
     executor: E,
@@ -111,4 +112,43 @@ pub async fn recent(pool: &AnyPool, limit: i64) -> Result<Vec<ProductRow>, sqlx:
         .bind(limit)
         .fetch_all(pool)
         .await
+}
+
+/// Writes an edited sale. Only the edited columns are named, so the
+/// change-capture triggers see exactly what changed.
+pub async fn update(
+    pool: &AnyPool,
+    product: ProductId,
+    sale: &NewFlashSale,
+    now_ms: i64,
+) -> Result<Option<ProductRow>, sqlx::Error> {
+    let sql = format!(
+        "UPDATE products SET name = $2, price_cents = $3, flash_price_cents = $4, stock_total = $5, \
+         starts_at = $6, ends_at = $7, updated_at_ms = $8 WHERE id = $1 RETURNING {COLUMNS}"
+    );
+    sqlx::query_as::<_, ProductRow>(&sql)
+        .bind(product.get())
+        .bind(&sale.name)
+        .bind(sale.price_cents)
+        .bind(sale.flash_price_cents)
+        .bind(sale.stock)
+        .bind(sale.starts_at)
+        .bind(sale.ends_at)
+        .bind(now_ms)
+        .fetch_optional(pool)
+        .await
+}
+
+impl ProductRow {
+    /// The row as the body that would create it (the base of an edit).
+    pub fn as_create(&self) -> seckill_shared::api::CreateProduct {
+        seckill_shared::api::CreateProduct {
+            name: self.name.clone(),
+            price_cents: self.price_cents,
+            flash_price_cents: self.flash_price_cents,
+            stock: self.stock_total,
+            starts_at: self.starts_at,
+            ends_at: self.ends_at,
+        }
+    }
 }

@@ -35,6 +35,30 @@ struct Scripts {
     ack_orders: Script,
     release: Script,
     claim_deadlines: Script,
+    adjust_stock: Script,
+    repair_stock: Script,
+    lease: Script,
+}
+
+/// What `adjust_stock.lua` did with one stock edit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StockAdjustment {
+    /// Moved `units` now (negative: removed); stock is now `stock`.
+    Applied { units: i64, stock: i64 },
+    /// Moved `units` when first seen; nothing done this time.
+    AlreadyApplied { units: i64 },
+    /// The item is not in Redis; nothing done.
+    NotLive,
+}
+
+/// An item's live figures, read for reconciliation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemSnapshot {
+    pub stock: Option<i64>,
+    pub seq: i64,
+    pub last_delivered: String,
+    pub last_generated: String,
+    pub pending: u64,
 }
 
 /// One reservation whose stock goes back (see `release.lua`).
@@ -90,6 +114,9 @@ impl Inventory {
                 ack_orders: Script::new(include_str!("ack_orders.lua")),
                 release: Script::new(include_str!("release.lua")),
                 claim_deadlines: Script::new(include_str!("claim_deadlines.lua")),
+                adjust_stock: Script::new(include_str!("adjust_stock.lua")),
+                repair_stock: Script::new(include_str!("repair_stock.lua")),
+                lease: Script::new(include_str!("lease.lua")),
             }),
             client,
         })
@@ -139,6 +166,29 @@ impl Inventory {
     /// Returns true when it was loaded.
     pub async fn preheat(&self, row: &ProductRow, live: &LiveOrders) -> redis::RedisResult<bool> {
         self.run_preheat(row, live, "keep").await
+    }
+
+    /// Refreshes a live item's description (window, price, total) from its
+    /// row; false when the item is not live (nothing done).
+    pub async fn describe(&self, row: &ProductRow) -> redis::RedisResult<bool> {
+        let product = row.product_id();
+        let mut conn = self.conn.clone();
+        let mut call = self.scripts.preheat.prepare_invoke();
+        for key in self.product_keys(product) {
+            call.key(key);
+        }
+        let result: i64 = call
+            .arg(row.stock_available)
+            .arg(row.starts_at)
+            .arg(row.ends_at)
+            .arg(row.flash_price_cents)
+            .arg(row.stock_total)
+            .arg(0)
+            .arg(ORDER_GROUP)
+            .arg("describe")
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(result == 0)
     }
 
     /// Loads a sale that was just created, wiping anything Redis still holds
@@ -447,6 +497,108 @@ impl Inventory {
             .query_async(&mut conn)
             .await
     }
+
+    /// Takes or renews the lease at `key` for `holder`; true while held.
+    pub async fn hold_lease(
+        &self,
+        key: &str,
+        holder: &str,
+        lease: Duration,
+    ) -> redis::RedisResult<bool> {
+        let mut conn = self.conn.clone();
+        let held: i64 = self
+            .scripts
+            .lease
+            .key(key)
+            .arg(holder)
+            .arg(lease.as_millis() as u64)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(held == 1)
+    }
+
+    /// Applies one stock edit to live stock, at most once (see `adjust_stock.lua`).
+    pub async fn adjust_stock(
+        &self,
+        product: ProductId,
+        change: i64,
+        delta: i64,
+    ) -> redis::RedisResult<StockAdjustment> {
+        let mut conn = self.conn.clone();
+        let (units, stock, state): (i64, i64, i64) = self
+            .scripts
+            .adjust_stock
+            .key(self.keys.item(product))
+            .key(self.keys.stock_changes(product))
+            .arg(change)
+            .arg(delta)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(match state {
+            1 => StockAdjustment::Applied { units, stock },
+            0 => StockAdjustment::AlreadyApplied { units },
+            _ => StockAdjustment::NotLive,
+        })
+    }
+
+    /// Reads what reconciliation compares, and what a repair must find
+    /// unchanged.
+    pub async fn item_snapshot(&self, product: ProductId) -> redis::RedisResult<ItemSnapshot> {
+        let mut conn = self.conn.clone();
+        let (stock, seq): (Option<i64>, Option<i64>) = redis::cmd("HMGET")
+            .arg(self.keys.item(product))
+            .arg("stock")
+            .arg("seq")
+            .query_async(&mut conn)
+            .await?;
+        let stream = self.keys.orders(product);
+        let group = crate::pipeline::queue::group_info(&mut conn, &stream)
+            .await?
+            .unwrap_or_default();
+        let info: redis::Value = redis::cmd("XINFO")
+            .arg("STREAM")
+            .arg(&stream)
+            .query_async(&mut conn)
+            .await?;
+        let last_generated =
+            stream_field(info, "last-generated-id").unwrap_or_else(|| "0-0".into());
+        Ok(ItemSnapshot {
+            stock,
+            seq: seq.unwrap_or(0),
+            last_delivered: group.last_delivered.to_string(),
+            last_generated,
+            pending: group.pending,
+        })
+    }
+
+    /// Sets live stock to `stock` (and the reservation counter to at least
+    /// `min_seq`) if nothing moved since `seen` was read; see `repair_stock.lua`.
+    pub async fn repair_stock(
+        &self,
+        product: ProductId,
+        seen: &ItemSnapshot,
+        stock: i64,
+        min_seq: i64,
+    ) -> redis::RedisResult<bool> {
+        let Some(seen_stock) = seen.stock else {
+            return Ok(false);
+        };
+        let mut conn = self.conn.clone();
+        let repaired: i64 = self
+            .scripts
+            .repair_stock
+            .key(self.keys.item(product))
+            .key(self.keys.orders(product))
+            .arg(ORDER_GROUP)
+            .arg(seen_stock)
+            .arg(seen.seq)
+            .arg(&seen.last_delivered)
+            .arg(stock)
+            .arg(min_seq)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(repaired == 1)
+    }
 }
 
 /// Fail fast while Redis is down (the API answers 503 at once) and
@@ -484,4 +636,19 @@ fn parse_reserve(reply: Vec<Value>) -> redis::RedisResult<ReserveOutcome> {
 
 fn unexpected(what: &'static str) -> redis::RedisError {
     redis::RedisError::from((redis::ErrorKind::Parse, what))
+}
+
+/// One field of an `XINFO STREAM` reply (a flat name/value array).
+fn stream_field(info: redis::Value, name: &str) -> Option<String> {
+    let redis::Value::Array(items) = info else {
+        return None;
+    };
+    let mut items = items.into_iter();
+    while let (Some(key), Some(value)) = (items.next(), items.next()) {
+        let key: String = redis::from_redis_value(key).ok()?;
+        if key == name {
+            return redis::from_redis_value(value).ok();
+        }
+    }
+    None
 }

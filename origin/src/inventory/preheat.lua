@@ -5,7 +5,7 @@
 -- KEYS[4] returned-stock set, KEYS[5] dead-letter stream
 -- ARGV[1] stock, ARGV[2] starts_at, ARGV[3] ends_at, ARGV[4] flash price,
 -- ARGV[5] total, ARGV[6] last reservation number used, ARGV[7] consumer
--- group, ARGV[8] 'keep' | 'replace', then pairs of (member, state) for
+-- group, ARGV[8] 'keep' | 'replace' | 'describe', then pairs of (member, state) for
 -- members holding a live order.
 --
 -- 'keep' (start-up, recovery): if the item already exists its stock,
@@ -16,7 +16,14 @@
 -- 'replace' (a sale just created): whatever Redis holds under this id is
 -- left over from a creation that was rolled back, and is wiped first.
 --
+-- 'describe' (a catalogue edit): refresh the description of a live item
+-- only; an item that is not live is left alone (returns -1) so the caller
+-- loads it in full.
+--
 -- Returns 1 when the item was loaded, 0 when it was already live.
+if ARGV[8] == 'describe' and redis.call('EXISTS', KEYS[1]) == 0 then
+  return -1
+end
 if ARGV[8] == 'replace' then
   redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 end

@@ -3,13 +3,16 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use seckill_shared::api::{AdminProductView, CreateProduct, NewFlashSale, ProductView};
+use seckill_shared::api::{
+    AdminProductView, CreateProduct, NewFlashSale, ProductView, ReconcileItem, UpdateProduct,
+};
+use seckill_shared::{ErrorCode, ProductId};
 
 use crate::catalog::product_view;
 use crate::clock::unix_ms;
 use crate::db::{orders, products};
 use crate::error::ApiError;
-use crate::extract::{Admin, ApiJson};
+use crate::extract::{Admin, ApiJson, PathId};
 use crate::pipeline::queue;
 use crate::state::AppState;
 
@@ -74,4 +77,70 @@ pub async fn list_products(
         });
     }
     Ok(Json(views))
+}
+
+/// Edits a sale: name, prices, stock (the new total) and window. Only the
+/// database is written here; the change-capture trigger records it and the
+/// change relay carries it to Redis and every origin within about a second,
+/// exactly as an edit made with plain SQL would travel.
+pub async fn update_product(
+    State(state): State<AppState>,
+    _admin: Admin,
+    PathId(product): PathId<ProductId>,
+    ApiJson(body): ApiJson<UpdateProduct>,
+) -> Result<Json<ProductView>, ApiError> {
+    let current = products::get(&state.db.pool, product)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::UnknownProduct))?;
+    let sale = body
+        .apply_to(current.as_create())
+        .map_err(ApiError::bad_request)?;
+    let row = products::update(&state.db.pool, product, &sale, unix_ms() as i64)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::UnknownProduct))?;
+    tracing::info!(
+        product = row.id,
+        revision = row.revision,
+        "flash sale edited"
+    );
+    let stock_left = state
+        .inventory
+        .stock_left(product)
+        .await?
+        .unwrap_or(row.stock_available);
+    Ok(Json(product_view(&row, stock_left)))
+}
+
+/// Ends a sale now (a sale that has not started yet ends before it
+/// starts). The row stays: orders refer to it.
+pub async fn end_sale(
+    State(state): State<AppState>,
+    _admin: Admin,
+    PathId(product): PathId<ProductId>,
+) -> Result<Json<ProductView>, ApiError> {
+    let current = products::get(&state.db.pool, product)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::UnknownProduct))?;
+    let now = crate::clock::unix_s() as i64;
+    let mut sale = NewFlashSale::try_from(current.as_create()).map_err(ApiError::bad_request)?;
+    sale.ends_at = sale.ends_at.min(now);
+    sale.starts_at = sale.starts_at.min(sale.ends_at - 1);
+    let row = products::update(&state.db.pool, product, &sale, unix_ms() as i64)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::UnknownProduct))?;
+    tracing::info!(product = row.id, "flash sale ended early");
+    let stock_left = state
+        .inventory
+        .stock_left(product)
+        .await?
+        .unwrap_or(row.stock_available);
+    Ok(Json(product_view(&row, stock_left)))
+}
+
+/// Runs reconciliation now and returns its report.
+pub async fn reconcile(
+    State(state): State<AppState>,
+    _admin: Admin,
+) -> Result<Json<Vec<ReconcileItem>>, ApiError> {
+    Ok(Json(crate::reconcile::run_once(&state).await?))
 }

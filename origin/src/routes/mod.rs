@@ -9,7 +9,7 @@ mod seckill;
 mod session;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use axum::{middleware, Router};
 use seckill_shared::ErrorCode;
 
@@ -32,6 +32,11 @@ pub fn router(state: AppState) -> Router {
             "/admin/products",
             post(admin::create_product).get(admin::list_products),
         )
+        .route(
+            "/admin/products/{product_id}",
+            patch(admin::update_product).delete(admin::end_sale),
+        )
+        .route("/admin/reconcile", post(admin::reconcile))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics));

@@ -1,0 +1,544 @@
+//! Change data capture and reconciliation against real databases,
+//! redis-server and several origins: edits made through the API and with
+//! plain SQL reach every origin, stock edits are applied once and never
+//! oversell, and drift between Redis and the database is found and, when
+//! safe, repaired.
+
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use reqwest::Method;
+use seckill_tests::checks::{
+    buy_all, keys, orders, pid, redis_stock, rush, stock_available, wait_for_orders,
+};
+use seckill_tests::{
+    eventually, Api, Backend, Origin, OriginOptions, RedisServer, Sale, TestDatabase, ADMIN_TOKEN,
+};
+use serde_json::{json, Value};
+use sqlx::AnyPool;
+
+/// "Within about a second": generous enough for a loaded 2-core machine,
+/// far below anything but a working relay (polling the database every
+/// 500 ms, or woken by NOTIFY).
+const PROPAGATION: Duration = Duration::from_secs(3);
+
+async fn sql(pool: &AnyPool, statement: &str, product: i64) {
+    sqlx::query(statement)
+        .bind(product)
+        .execute(pool)
+        .await
+        .expect(statement);
+}
+
+async fn admin(
+    api: &Api,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> seckill_tests::client::Reply {
+    api.send(method, path, Some(ADMIN_TOKEN), body.as_ref())
+        .await
+}
+
+/// Waits until `origin` shows `field` of the product equal to `expected`.
+async fn shows(origin: &Origin, product: i64, field: &str, expected: Value) {
+    let api = origin.api();
+    eventually(
+        PROPAGATION,
+        &format!("{field} = {expected} on {}", api.base()),
+        || {
+            let (api, expected) = (api.clone(), expected.clone());
+            async move {
+                (api.get(&format!("/api/products/{product}")).await.body[field] == expected)
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+}
+
+async fn edits_reach_every_origin(backend: Backend) {
+    let label = "cdc_edits";
+    let redis = RedisServer::start().await;
+    let db = TestDatabase::create(backend).await;
+    let (a, b) = tokio::join!(
+        Origin::start(OriginOptions::new(label, &redis, &db)),
+        Origin::start(OriginOptions::new(label, &redis, &db))
+    );
+    let created = a.api().create_sale(&Sale::open(10)).await;
+    let product = created.product_id.get();
+    // Both origins have it cached before the edits.
+    for origin in [&a, &b] {
+        assert_eq!(
+            origin.api().product(product).await.flash_price_cents,
+            created.flash_price_cents
+        );
+    }
+
+    let patched = admin(
+        &a.api(),
+        Method::PATCH,
+        &format!("/admin/products/{product}"),
+        Some(json!({"flash_price_cents": 555})),
+    )
+    .await;
+    assert_eq!(patched.status, 200, "{:?}", patched.body);
+    for origin in [&a, &b] {
+        shows(origin, product, "flash_price_cents", json!(555)).await;
+    }
+
+    let pool = db.pool().await;
+    sql(
+        &pool,
+        "UPDATE products SET flash_price_cents = 123, name = 'Renamed by SQL' WHERE id = $1",
+        product,
+    )
+    .await;
+    for origin in [&a, &b] {
+        shows(origin, product, "flash_price_cents", json!(123)).await;
+        shows(origin, product, "name", json!("Renamed by SQL")).await;
+    }
+    let view = b.api().product(product).await;
+    assert_eq!(
+        view.revision,
+        created.revision + 2,
+        "two edits, two revisions"
+    );
+    // New reservations are made at the new price.
+    let mut conn = redis.connection().await;
+    eventually(PROPAGATION, "the price in redis", || {
+        let mut conn = conn.clone();
+        async move {
+            (conn
+                .hget::<_, _, i64>(keys().item(pid(product)), "price")
+                .await
+                .ok()?
+                == 123)
+                .then_some(())
+        }
+    })
+    .await;
+    assert_eq!(b.api().buy(product, 1).await.status, 202);
+    let entries: redis::streams::StreamRangeReply =
+        conn.xrange_all(keys().orders(pid(product))).await.unwrap();
+    assert_eq!(entries.ids[0].get::<i64>("price"), Some(123));
+
+    // Ending the sale early reaches every origin too.
+    let ended = admin(
+        &a.api(),
+        Method::DELETE,
+        &format!("/admin/products/{product}"),
+        None,
+    )
+    .await;
+    assert_eq!(ended.status, 200);
+    for origin in [&a, &b] {
+        let api = origin.api();
+        eventually(PROPAGATION, "buys to be refused as ended", || {
+            let api = api.clone();
+            async move { (api.buy(product, 77).await.error() == Some("ended")).then_some(()) }
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_reach_every_origin_sqlite() {
+    edits_reach_every_origin(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_reach_every_origin_postgres() {
+    edits_reach_every_origin(Backend::Postgres).await;
+}
+
+async fn stock_added_with_sql_sells_again_without_oversell(backend: Backend) {
+    let label = "cdc_stock_added";
+    let redis = RedisServer::start().await;
+    let db = TestDatabase::create(backend).await;
+    let (a, b) = tokio::join!(
+        Origin::start(OriginOptions::new(label, &redis, &db).env("SECKILL_SOLDOUT_TTL_MS", 60_000)),
+        Origin::start(OriginOptions::new(label, &redis, &db).env("SECKILL_SOLDOUT_TTL_MS", 60_000))
+    );
+    let product = a.api().create_sale(&Sale::open(3)).await.product_id.get();
+    assert_eq!(buy_all(&a.api(), product, 1..=3).await.len(), 3);
+    assert_eq!(a.api().buy(product, 4).await.error(), Some("sold_out"));
+    let api_b = b.api();
+    eventually(PROPAGATION, "b to hold the sold-out flag", || {
+        let api = api_b.clone();
+        async move { (api.metric("seckill_sold_out_flags", &[]).await == 1.0).then_some(()) }
+    })
+    .await;
+    let version_before = a.api().get("/api/soldout").await.body["version"]
+        .as_u64()
+        .unwrap();
+
+    let pool = db.pool().await;
+    sql(
+        &pool,
+        "UPDATE products SET stock_total = stock_total + 2 WHERE id = $1",
+        product,
+    )
+    .await;
+    eventually(PROPAGATION, "b to sell again", || {
+        let api = api_b.clone();
+        async move { (api.metric("seckill_sold_out_flags", &[]).await == 0.0).then_some(()) }
+    })
+    .await;
+    let snapshot = a.api().get("/api/soldout").await.body;
+    assert!(
+        snapshot["version"].as_u64().unwrap() > version_before,
+        "the sold-out version moved"
+    );
+    assert_eq!(snapshot["sold_out"], json!([]));
+
+    // A rush through both origins gets exactly the two new units.
+    let api_a = a.api();
+    let (first, second) = tokio::join!(
+        rush(&api_a, product, 100..150, 20),
+        rush(&api_b, product, 150..200, 20)
+    );
+    let sold = first
+        .iter()
+        .chain(&second)
+        .filter(|(_, s, _)| *s == 202)
+        .count();
+    assert_eq!(sold, 2, "exactly the added units were sold");
+    wait_for_orders(&pool, product, 5).await;
+    let mut conn = redis.connection().await;
+    assert_eq!(redis_stock(&mut conn, product).await, 0);
+    assert_eq!(stock_available(&pool, product).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_added_with_sql_sells_again_without_oversell_sqlite() {
+    stock_added_with_sql_sells_again_without_oversell(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_added_with_sql_sells_again_without_oversell_postgres() {
+    stock_added_with_sql_sells_again_without_oversell(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_stock_never_takes_reserved_units() {
+    let label = "cdc_stock_removed";
+    let redis = RedisServer::start().await;
+    let db = TestDatabase::create(Backend::Postgres).await;
+    // Reservations stay queued (no consumers) while the stock is cut.
+    let origin =
+        Origin::start(OriginOptions::new(label, &redis, &db).env("SECKILL_CONSUMERS", 0)).await;
+    let api = origin.api();
+    let product = api.create_sale(&Sale::open(10)).await.product_id.get();
+    assert_eq!(buy_all(&api, product, 1..=6).await.len(), 6);
+    let pool = db.pool().await;
+    sql(
+        &pool,
+        "UPDATE products SET stock_total = 2 WHERE id = $1",
+        product,
+    )
+    .await;
+
+    let conn = redis.connection().await;
+    eventually(PROPAGATION, "the unsold units to be removed", || {
+        let mut conn = conn.clone();
+        async move { (redis_stock(&mut conn, product).await == 0).then_some(()) }
+    })
+    .await;
+    assert_eq!(api.buy(product, 7).await.error(), Some("sold_out"));
+    // The six reservations still become orders.
+    let _worker = Origin::start(OriginOptions::new(label, &redis, &db).arg("worker")).await;
+    let rows = wait_for_orders(&pool, product, 6).await;
+    assert_eq!(rows.len(), 6);
+    assert_eq!(
+        stock_available(&pool, product).await,
+        0,
+        "database: 10 - 4 removed - 6 sold"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_relayed_twice_is_applied_once() {
+    let label = "cdc_relayed_twice";
+    let redis = RedisServer::start().await;
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    let origin = Origin::start(OriginOptions::new(label, &redis, &db)).await;
+    let api = origin.api();
+    let product = api.create_sale(&Sale::open(5)).await.product_id.get();
+    let pool = db.pool().await;
+    sql(
+        &pool,
+        "UPDATE products SET stock_total = stock_total + 3 WHERE id = $1",
+        product,
+    )
+    .await;
+    let mut conn = redis.connection().await;
+    eventually(PROPAGATION, "the added units", || {
+        let mut conn = conn.clone();
+        async move { (redis_stock(&mut conn, product).await == 8).then_some(()) }
+    })
+    .await;
+    let (change,): (i64,) = sqlx::query_as(
+        "SELECT MAX(id) FROM product_changes WHERE product_id = $1 AND op = 'update'",
+    )
+    .bind(product)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let applied_before = api
+        .metric("seckill_catalogue_changes_applied_total", &[])
+        .await;
+
+    // What a relay killed after publishing and before marking leaves
+    // behind: the change published, and not marked relayed. It goes out
+    // again.
+    sqlx::query("UPDATE product_changes SET relayed_at_ms = NULL WHERE id = $1")
+        .bind(change)
+        .execute(&pool)
+        .await
+        .unwrap();
+    eventually(
+        PROPAGATION,
+        "the change to be relayed and applied again",
+        || {
+            let api = api.clone();
+            async move {
+                (api.metric("seckill_catalogue_changes_applied_total", &[])
+                    .await
+                    > applied_before)
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        redis_stock(&mut conn, product).await,
+        8,
+        "the units were added once"
+    );
+    assert_eq!(stock_available(&pool, product).await, 8);
+    let moves: u64 = conn.hlen(keys().stock_changes(pid(product))).await.unwrap();
+    assert_eq!(moves, 1);
+    assert_eq!(api.product(product).await.stock_left, 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_is_reported_and_repaired_only_when_quiet() {
+    let label = "cdc_drift";
+    let redis = RedisServer::start().await;
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    let quiet_options = |options: OriginOptions| options.env("SECKILL_RECONCILE_INTERVAL_S", 0);
+    let origin = Origin::start(quiet_options(OriginOptions::new(label, &redis, &db))).await;
+    let api = origin.api();
+    let product = api.create_sale(&Sale::open(10)).await.product_id.get();
+    assert_eq!(buy_all(&api, product, 1..=3).await.len(), 3);
+    let pool = db.pool().await;
+    wait_for_orders(&pool, product, 3).await;
+
+    // Redis gains four units it should not have, and forgets its
+    // reservation counter.
+    let mut conn = redis.connection().await;
+    let _: i64 = conn
+        .hincr(keys().item(pid(product)), "stock", 4)
+        .await
+        .unwrap();
+    let _: () = conn
+        .hset(keys().item(pid(product)), "seq", 1)
+        .await
+        .unwrap();
+    let report = admin(&api, Method::POST, "/admin/reconcile", None).await;
+    assert_eq!(report.status, 200);
+    let item = report
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["product_id"] == product)
+        .unwrap()
+        .clone();
+    assert_eq!(item["drift"], 4, "{item}");
+    assert_eq!(item["repaired"], true, "{item}");
+    assert_eq!(redis_stock(&mut conn, product).await, 7);
+    let seq: i64 = conn.hget(keys().item(pid(product)), "seq").await.unwrap();
+    assert_eq!(
+        seq, 3,
+        "the reservation counter is never behind the database"
+    );
+    assert_eq!(
+        api.metric("seckill_stock_drift", &[("product", &product.to_string())])
+            .await,
+        4.0
+    );
+    assert!(origin.log().contains("stock drift"), "the drift is logged");
+
+    // Busy: a reservation on its way to the database makes any figure
+    // ambiguous, so drift is reported as unknown and nothing is touched.
+    drop(origin);
+    let origin = Origin::start(quiet_options(
+        OriginOptions::new(label, &redis, &db).env("SECKILL_CONSUMERS", 0),
+    ))
+    .await;
+    let api = origin.api();
+    assert_eq!(api.buy(product, 4).await.status, 202);
+    let _: i64 = conn
+        .hincr(keys().item(pid(product)), "stock", 2)
+        .await
+        .unwrap();
+    let report = admin(&api, Method::POST, "/admin/reconcile", None).await;
+    let item = report
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["product_id"] == product)
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (
+            item["queued"].clone(),
+            item["drift"].clone(),
+            item["repaired"].clone()
+        ),
+        (json!(1), Value::Null, json!(false)),
+        "{item}"
+    );
+    assert_eq!(
+        redis_stock(&mut conn, product).await,
+        8,
+        "left alone while busy"
+    );
+
+    // Once the reservation is written the item is quiet again and repaired.
+    let _worker = Origin::start(OriginOptions::new(label, &redis, &db).arg("worker")).await;
+    wait_for_orders(&pool, product, 4).await;
+    let report = admin(&api, Method::POST, "/admin/reconcile", None).await;
+    let item = report
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["product_id"] == product)
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (item["drift"].clone(), item["repaired"].clone()),
+        (json!(2), json!(true)),
+        "{item}"
+    );
+    assert_eq!(redis_stock(&mut conn, product).await, 6);
+    assert_eq!(stock_available(&pool, product).await, 6);
+    assert_eq!(orders(&pool, product).await.len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_edits_validate_their_input() {
+    let redis = RedisServer::start().await;
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    let origin = Origin::start(OriginOptions::new("cdc_admin_input", &redis, &db)).await;
+    let api = origin.api();
+    let product = api.create_sale(&Sale::open(5)).await.product_id.get();
+    let path = format!("/admin/products/{product}");
+    for (method, path, token, body, status, code) in [
+        (
+            Method::PATCH,
+            path.as_str(),
+            None,
+            Some(json!({"name": "x"})),
+            401,
+            "unauthorized",
+        ),
+        (
+            Method::PATCH,
+            path.as_str(),
+            Some(ADMIN_TOKEN),
+            Some(json!({"colour": "red"})),
+            400,
+            "bad_request",
+        ),
+        (
+            Method::PATCH,
+            path.as_str(),
+            Some(ADMIN_TOKEN),
+            Some(json!({})),
+            400,
+            "bad_request",
+        ),
+        (
+            Method::PATCH,
+            path.as_str(),
+            Some(ADMIN_TOKEN),
+            Some(json!({"ends_at": 1})),
+            400,
+            "bad_request",
+        ),
+        (
+            Method::PATCH,
+            path.as_str(),
+            Some(ADMIN_TOKEN),
+            Some(json!({"stock": -1})),
+            400,
+            "bad_request",
+        ),
+        (
+            Method::PATCH,
+            path.as_str(),
+            Some(ADMIN_TOKEN),
+            Some(json!({"price_cents": "ten"})),
+            400,
+            "bad_request",
+        ),
+        (
+            Method::PATCH,
+            "/admin/products/424242",
+            Some(ADMIN_TOKEN),
+            Some(json!({"name": "x"})),
+            404,
+            "unknown_product",
+        ),
+        (
+            Method::PATCH,
+            "/admin/products/abc",
+            Some(ADMIN_TOKEN),
+            Some(json!({"name": "x"})),
+            400,
+            "bad_request",
+        ),
+        (
+            Method::DELETE,
+            path.as_str(),
+            None,
+            None,
+            401,
+            "unauthorized",
+        ),
+        (
+            Method::DELETE,
+            "/admin/products/424242",
+            Some(ADMIN_TOKEN),
+            None,
+            404,
+            "unknown_product",
+        ),
+        (
+            Method::POST,
+            "/admin/reconcile",
+            None,
+            None,
+            401,
+            "unauthorized",
+        ),
+    ] {
+        let reply = api.send(method.clone(), path, token, body.as_ref()).await;
+        assert_eq!(
+            (reply.status, reply.error()),
+            (status, Some(code)),
+            "{method} {path} {body:?}: {:?}",
+            reply.body
+        );
+    }
+    assert_eq!(
+        api.product(product).await.revision,
+        1,
+        "no refused edit changed anything"
+    );
+}
