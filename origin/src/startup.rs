@@ -28,11 +28,7 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Self> {
-        let db = Database::connect(&config.database_url, config.db_max_connections)
-            .await
-            .context("DATABASE_URL: cannot open and migrate the database")?;
-        let inventory =
-            Inventory::new(&config.redis_url, config.keys.clone()).context("REDIS_URL")?;
+        let (db, inventory) = connect_stores(&config).await?;
         let listener = TcpListener::bind(config.bind)
             .await
             .with_context(|| format!("SECKILL_BIND: cannot listen on {}", config.bind))?;
@@ -70,6 +66,15 @@ impl Application {
         tracing::info!("stopped");
         served
     }
+}
+
+/// The database (migrated) and the Redis handle (connects lazily).
+async fn connect_stores(config: &Config) -> anyhow::Result<(Database, Inventory)> {
+    let db = Database::connect(&config.database_url, config.db_max_connections)
+        .await
+        .context("DATABASE_URL: cannot open and migrate the database")?;
+    let inventory = Inventory::new(&config.redis_url, config.keys.clone()).context("REDIS_URL")?;
+    Ok((db, inventory))
 }
 
 fn spawn_background(tasks: &mut JoinSet<()>, state: &AppState) -> anyhow::Result<()> {
@@ -147,11 +152,7 @@ pub struct Worker {
 
 impl Worker {
     pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Self> {
-        let db = Database::connect(&config.database_url, config.db_max_connections)
-            .await
-            .context("DATABASE_URL: cannot open and migrate the database")?;
-        let inventory =
-            Inventory::new(&config.redis_url, config.keys.clone()).context("REDIS_URL")?;
+        let (db, inventory) = connect_stores(&config).await?;
         let ctx = Arc::new(PipelineContext {
             db,
             inventory,

@@ -127,3 +127,13 @@ pub async fn pending(conn: &mut redis::aio::MultiplexedConnection, product: i64)
         _ => 0,
     }
 }
+
+/// One origin's sold-out refusals: `(answered from its local flag, answered
+/// by the reserve script in Redis)`.
+pub async fn sold_out_refusals(api: &Api) -> (f64, f64) {
+    let metric = "seckill_sold_out_rejections_total";
+    (
+        api.metric(metric, &[("source", "local_flag")]).await,
+        api.metric(metric, &[("source", "redis")]).await,
+    )
+}

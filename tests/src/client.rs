@@ -206,6 +206,30 @@ impl Api {
         serde_json::from_value(reply.body).expect("result body")
     }
 
+    /// `GET /api/orders/{order}` as `member`.
+    pub async fn order(&self, order: i64, member: i64) -> Reply {
+        let token = Self::token(member);
+        self.send(
+            Method::GET,
+            &format!("/api/orders/{order}"),
+            Some(&token),
+            None,
+        )
+        .await
+    }
+
+    /// `POST /api/orders/{order}/pay` as `member`.
+    pub async fn pay(&self, order: i64, member: i64) -> Reply {
+        let token = Self::token(member);
+        self.send(
+            Method::POST,
+            &format!("/api/orders/{order}/pay"),
+            Some(&token),
+            None,
+        )
+        .await
+    }
+
     /// The sum of every series of a Prometheus metric whose labels contain
     /// all of `labels` (e.g. `[("route", "/api/seckill/{product_id}/orders")]`).
     pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {

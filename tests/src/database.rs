@@ -142,9 +142,9 @@ impl TestDatabase {
 pub enum Outage<'a> {
     /// PostgreSQL refuses new connections and has ended the existing ones.
     Postgres(&'a TestDatabase),
-    /// SQLite: this connection holds the write lock in an exclusive
-    /// transaction, so every writer times out as busy.
-    Sqlite(SqliteConnection),
+    /// SQLite has no connections to refuse: its write lock is held, so
+    /// every writer times out as busy.
+    Sqlite(WriteLock),
 }
 
 impl TestDatabase {
@@ -155,18 +155,7 @@ impl TestDatabase {
                 self.refuse_connections().await;
                 Outage::Postgres(self)
             }
-            Backend::Sqlite => {
-                let mut conn = SqliteConnection::connect(&self.url)
-                    .await
-                    .expect("open the SQLite file");
-                conn.execute("PRAGMA busy_timeout = 10000")
-                    .await
-                    .expect("busy timeout");
-                conn.execute("BEGIN EXCLUSIVE")
-                    .await
-                    .expect("take the write lock");
-                Outage::Sqlite(conn)
-            }
+            Backend::Sqlite => Outage::Sqlite(self.lock_writes().await),
         }
     }
 }
@@ -229,12 +218,7 @@ impl Outage<'_> {
     pub async fn end(self) {
         match self {
             Outage::Postgres(db) => db.allow_connections().await,
-            Outage::Sqlite(mut conn) => {
-                conn.execute("COMMIT")
-                    .await
-                    .expect("release the write lock");
-                let _ = conn.close().await;
-            }
+            Outage::Sqlite(lock) => lock.release().await,
         }
     }
 }

@@ -40,6 +40,17 @@ async fn admin(
         .await
 }
 
+/// Runs reconciliation now and returns the product's line of the report.
+async fn reconcile(api: &Api, product: i64) -> Value {
+    let report = admin(api, Method::POST, "/admin/reconcile", None).await;
+    assert_eq!(report.status, 200, "{:?}", report.body);
+    let items = report.body.as_array().expect("a report is a list").clone();
+    items
+        .into_iter()
+        .find(|i| i["product_id"] == product)
+        .expect("the product is in the report")
+}
+
 /// Waits until `origin` shows `field` of the product equal to `expected`.
 async fn shows(origin: &Origin, product: i64, field: &str, expected: Value) {
     let api = origin.api();
@@ -346,16 +357,7 @@ async fn drift_is_reported_and_repaired_only_when_quiet() {
         .hset(keys().item(pid(product)), "seq", 1)
         .await
         .unwrap();
-    let report = admin(&api, Method::POST, "/admin/reconcile", None).await;
-    assert_eq!(report.status, 200);
-    let item = report
-        .body
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["product_id"] == product)
-        .unwrap()
-        .clone();
+    let item = reconcile(&api, product).await;
     assert_eq!(item["drift"], 4, "{item}");
     assert_eq!(item["repaired"], true, "{item}");
     assert_eq!(redis_stock(&mut conn, product).await, 7);
@@ -384,15 +386,7 @@ async fn drift_is_reported_and_repaired_only_when_quiet() {
         .hincr(keys().item(pid(product)), "stock", 2)
         .await
         .unwrap();
-    let report = admin(&api, Method::POST, "/admin/reconcile", None).await;
-    let item = report
-        .body
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["product_id"] == product)
-        .unwrap()
-        .clone();
+    let item = reconcile(&api, product).await;
     assert_eq!(
         (
             item["queued"].clone(),
@@ -411,15 +405,7 @@ async fn drift_is_reported_and_repaired_only_when_quiet() {
     // Once the reservation is written the item is quiet again and repaired.
     let _worker = Origin::start(OriginOptions::new(label, &redis, &db).arg("worker")).await;
     wait_for_orders(&pool, product, 4).await;
-    let report = admin(&api, Method::POST, "/admin/reconcile", None).await;
-    let item = report
-        .body
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["product_id"] == product)
-        .unwrap()
-        .clone();
+    let item = reconcile(&api, product).await;
     assert_eq!(
         (item["drift"].clone(), item["repaired"].clone()),
         (json!(2), json!(true)),

@@ -9,7 +9,7 @@ use rand::seq::SliceRandom;
 use redis::AsyncCommands;
 use reqwest::Method;
 use seckill_shared::api::ResultStatus;
-use seckill_tests::checks::{keys, pid, rush};
+use seckill_tests::checks::{keys, pid, rush, sold_out_refusals};
 use seckill_tests::client::unix_now;
 use seckill_tests::redis_server::Persistence;
 use seckill_tests::{
@@ -126,12 +126,7 @@ async fn sold_out_buys_are_answered_without_redis() {
         "300 sold-out buys ran no script in Redis"
     );
     assert_eq!(reads_after, reads_before, "nor any read");
-    let local = api
-        .metric(
-            "seckill_sold_out_rejections_total",
-            &[("source", "local_flag")],
-        )
-        .await;
+    let (local, _) = sold_out_refusals(&api).await;
     assert!(local >= 300.0, "local flag answered them: {local}");
 
     // The registry edges read says so too.

@@ -7,10 +7,9 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use redis::AsyncCommands;
-use reqwest::Method;
 use seckill_shared::api::ResultStatus;
 use seckill_tests::checks::{
-    buy_all, keys, orders, pid, redis_stock, stock_available, wait_for_orders,
+    buy_all, keys, orders, pid, redis_stock, sold_out_refusals, stock_available, wait_for_orders,
 };
 use seckill_tests::client::{unix_now_ms, Api};
 use seckill_tests::proxy::TcpProxy;
@@ -32,14 +31,7 @@ async fn order_times(
 }
 
 async fn pay(api: &Api, order: i64, member: i64) -> (u16, Option<String>) {
-    let reply = api
-        .send(
-            Method::POST,
-            &format!("/api/orders/{order}/pay"),
-            Some(&Api::token(member)),
-            None,
-        )
-        .await;
+    let reply = api.pay(order, member).await;
     (reply.status, reply.error().map(str::to_string))
 }
 
@@ -186,27 +178,13 @@ async fn unpaid_orders_are_cancelled_on_time_and_paid_ones_never() {
         assert_eq!(pay(&api, *order, *member).await, (200, None));
     }
     let (order, member, _) = rows[10];
-    let view = api
-        .send(
-            Method::GET,
-            &format!("/api/orders/{order}"),
-            Some(&Api::token(member)),
-            None,
-        )
-        .await;
+    let view = api.order(order, member).await;
     assert_eq!(view.status, 200);
     assert_eq!(view.body["status"], "unpaid");
     assert_eq!(view.body["member_id"], member);
     let deadline = view.body["pay_deadline"].as_i64().unwrap();
     assert!((2..=3).contains(&(deadline - view.body["created_at"].as_i64().unwrap())));
-    let stranger = api
-        .send(
-            Method::GET,
-            &format!("/api/orders/{order}"),
-            Some(&Api::token(999)),
-            None,
-        )
-        .await;
+    let stranger = api.order(order, 999).await;
     assert_eq!(
         (stranger.status, stranger.error()),
         (404, Some("unknown_order")),
@@ -240,14 +218,7 @@ async fn unpaid_orders_are_cancelled_on_time_and_paid_ones_never() {
     );
 
     // The cancelled buyer sees it, cannot pay, and may buy again.
-    let view = api
-        .send(
-            Method::GET,
-            &format!("/api/orders/{order}"),
-            Some(&Api::token(member)),
-            None,
-        )
-        .await;
+    let view = api.order(order, member).await;
     assert_eq!(view.body["status"], "cancelled");
     assert_eq!(
         pay(&api, order, member).await,
@@ -297,17 +268,8 @@ async fn sold_out_flags_follow_across_three_origins() {
             assert_eq!(api.buy(product, member).await.error(), Some("sold_out"));
         }
         assert_eq!(
-            api.metric(
-                "seckill_sold_out_rejections_total",
-                &[("source", "local_flag")]
-            )
-            .await,
-            50.0
-        );
-        assert_eq!(
-            api.metric("seckill_sold_out_rejections_total", &[("source", "redis")])
-                .await,
-            0.0,
+            sold_out_refusals(&api).await,
+            (50.0, 0.0),
             "no reserve script ran for them"
         );
     }
@@ -389,17 +351,9 @@ async fn a_node_cut_off_from_redis_catches_up_on_flags() {
     .await;
     assert_eq!(api.buy(product, 60).await.error(), Some("sold_out"));
     assert_eq!(
-        api.metric(
-            "seckill_sold_out_rejections_total",
-            &[("source", "local_flag")]
-        )
-        .await,
-        1.0
-    );
-    assert_eq!(
-        api.metric("seckill_sold_out_rejections_total", &[("source", "redis")])
-            .await,
-        0.0
+        sold_out_refusals(&api).await,
+        (1.0, 0.0),
+        "answered from the resynchronised flag"
     );
 }
 

@@ -11,8 +11,10 @@ use sqlx::postgres::PgListener;
 
 use super::ChangeEvent;
 use crate::clock::unix_ms;
-use crate::db::{changes, products, Backend};
+use crate::db::changes::{self, StockMove};
+use crate::db::{products, Backend};
 use crate::inventory::StockAdjustment;
+use crate::pipeline::queue;
 use crate::state::AppState;
 
 /// How long leadership lasts without renewal; a dead leader is replaced
@@ -170,7 +172,7 @@ async fn refresh_once(
     consumer: &str,
 ) -> Result<usize, CdcError> {
     let stream = state.inventory.keys().product_changes();
-    ensure_group(conn, &stream).await?;
+    queue::ensure_group(conn, &stream, REFRESH_GROUP).await?;
     let claimed: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
         .arg(&stream)
         .arg(REFRESH_GROUP)
@@ -216,21 +218,6 @@ async fn refresh_once(
             .await?;
     }
     Ok(count)
-}
-
-async fn ensure_group(conn: &mut ConnectionManager, stream: &str) -> redis::RedisResult<()> {
-    let created: redis::RedisResult<()> = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(stream)
-        .arg(REFRESH_GROUP)
-        .arg("0")
-        .arg("MKSTREAM")
-        .query_async(conn)
-        .await;
-    match created {
-        Err(err) if err.code() != Some("BUSYGROUP") => Err(err),
-        _ => Ok(()),
-    }
 }
 
 /// Brings Redis in line with one change. Safe to run any number of times.
@@ -290,20 +277,11 @@ async fn apply_stock_edit(
                     "stock edit removed only the unsold units; the rest are reserved"
                 );
             }
-            units
+            StockMove::AsInRedis(units)
         }
-        StockAdjustment::AlreadyApplied { units } => units,
-        StockAdjustment::NotLive => {
-            changes::apply_stock_to_database_only(
-                &state.db.pool,
-                event.change,
-                product.get(),
-                delta,
-            )
-            .await?;
-            return Ok(());
-        }
+        StockAdjustment::AlreadyApplied { units } => StockMove::AsInRedis(units),
+        StockAdjustment::NotLive => StockMove::DatabaseOnly(delta),
     };
-    changes::record_stock_applied(&state.db.pool, event.change, product.get(), moved).await?;
+    changes::move_database_stock(&state.db.pool, event.change, product.get(), moved).await?;
     Ok(())
 }

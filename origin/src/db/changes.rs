@@ -40,16 +40,37 @@ pub async fn mark_relayed(pool: &AnyPool, ids: &[i64], now_ms: i64) -> Result<()
     query.execute(pool).await.map(|_| ())
 }
 
-/// Adjusts the product's `stock_available` by what a stock edit moved in
-/// Redis, once: the change row records it in the same transaction.
-/// Returns false when it had already been recorded.
-pub async fn record_stock_applied(
+/// How many units a stock edit moves in the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StockMove {
+    /// Exactly what Redis moved (Redis holds the live stock).
+    AsInRedis(i64),
+    /// The edit itself, with removals stopping at zero: the item is not
+    /// live in Redis, so the database is the only stock.
+    DatabaseOnly(i64),
+}
+
+/// Adjusts the product's `stock_available` for a stock edit, once: the
+/// change row records the units in the same transaction, and a change that
+/// already has them recorded is left alone. Returns whether it moved now.
+pub async fn move_database_stock(
     pool: &AnyPool,
     change: i64,
     product: i64,
-    applied: i64,
+    units: StockMove,
 ) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
+    let applied = match units {
+        StockMove::AsInRedis(units) => units,
+        StockMove::DatabaseOnly(delta) => {
+            let (available,): (i64,) =
+                sqlx::query_as("SELECT stock_available FROM products WHERE id = $1")
+                    .bind(product)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            delta.max(-available)
+        }
+    };
     let marked = sqlx::query(
         "UPDATE product_changes SET stock_applied = $2 WHERE id = $1 AND stock_applied IS NULL",
     )
@@ -68,41 +89,4 @@ pub async fn record_stock_applied(
         .await?;
     tx.commit().await?;
     Ok(true)
-}
-
-/// A stock edit of an item that is not live in Redis: the database is the
-/// only stock, so the change is applied there alone (removals stop at zero).
-/// Returns the units moved, or `None` if it had already been applied.
-pub async fn apply_stock_to_database_only(
-    pool: &AnyPool,
-    change: i64,
-    product: i64,
-    delta: i64,
-) -> Result<Option<i64>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let (done,): (Option<i64>,) =
-        sqlx::query_as("SELECT stock_applied FROM product_changes WHERE id = $1")
-            .bind(change)
-            .fetch_one(&mut *tx)
-            .await?;
-    if done.is_some() {
-        return Ok(None);
-    }
-    let (available,): (i64,) = sqlx::query_as("SELECT stock_available FROM products WHERE id = $1")
-        .bind(product)
-        .fetch_one(&mut *tx)
-        .await?;
-    let applied = delta.max(-available);
-    sqlx::query("UPDATE product_changes SET stock_applied = $2 WHERE id = $1")
-        .bind(change)
-        .bind(applied)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("UPDATE products SET stock_available = stock_available + $2 WHERE id = $1")
-        .bind(product)
-        .bind(applied)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(Some(applied))
 }

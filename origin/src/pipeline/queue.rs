@@ -75,28 +75,37 @@ pub async fn read_new(
         .collect())
 }
 
-/// Creates the consumer group of each stream where it is missing.
+/// Creates the consumer group of each product's order stream where it is
+/// missing.
 pub async fn ensure_groups(
     conn: &mut ConnectionManager,
     keys: &RedisKeys,
     products: &[ProductId],
 ) -> redis::RedisResult<()> {
     for product in products {
-        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(keys.orders(*product))
-            .arg(ORDER_GROUP)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(conn)
-            .await;
-        match created {
-            Ok(()) => {}
-            Err(err) if err.code() == Some("BUSYGROUP") => {}
-            Err(err) => return Err(err),
-        }
+        ensure_group(conn, &keys.orders(*product), ORDER_GROUP).await?;
     }
     Ok(())
+}
+
+/// Creates `group` on `stream` (and the stream) unless it exists.
+pub async fn ensure_group(
+    conn: &mut ConnectionManager,
+    stream: &str,
+    group: &str,
+) -> redis::RedisResult<()> {
+    let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg(group)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(conn)
+        .await;
+    match created {
+        Err(err) if err.code() != Some("BUSYGROUP") => Err(err),
+        _ => Ok(()),
+    }
 }
 
 /// Takes over entries idle for at least `min_idle` (their consumer died or

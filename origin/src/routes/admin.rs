@@ -89,26 +89,10 @@ pub async fn update_product(
     PathId(product): PathId<ProductId>,
     ApiJson(body): ApiJson<UpdateProduct>,
 ) -> Result<Json<ProductView>, ApiError> {
-    let current = products::get(&state.db.pool, product)
-        .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::UnknownProduct))?;
-    let sale = body
-        .apply_to(current.as_create())
-        .map_err(ApiError::bad_request)?;
-    let row = products::update(&state.db.pool, product, &sale, unix_ms() as i64)
-        .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::UnknownProduct))?;
-    tracing::info!(
-        product = row.id,
-        revision = row.revision,
-        "flash sale edited"
-    );
-    let stock_left = state
-        .inventory
-        .stock_left(product)
-        .await?
-        .unwrap_or(row.stock_available);
-    Ok(Json(product_view(&row, stock_left)))
+    save_edit(&state, product, |current| {
+        body.apply_to(current.as_create())
+    })
+    .await
 }
 
 /// Ends a sale now (a sale that has not started yet ends before it
@@ -118,17 +102,36 @@ pub async fn end_sale(
     _admin: Admin,
     PathId(product): PathId<ProductId>,
 ) -> Result<Json<ProductView>, ApiError> {
+    let now = crate::clock::unix_s() as i64;
+    save_edit(&state, product, |current| {
+        let mut sale = NewFlashSale::try_from(current.as_create())?;
+        sale.ends_at = sale.ends_at.min(now);
+        sale.starts_at = sale.starts_at.min(sale.ends_at - 1);
+        Ok(sale)
+    })
+    .await
+}
+
+/// Reads the sale, lets `edit` produce its new version (refused edits are
+/// 400), writes it, and answers with the product as it now stands.
+async fn save_edit(
+    state: &AppState,
+    product: ProductId,
+    edit: impl FnOnce(&products::ProductRow) -> Result<NewFlashSale, String>,
+) -> Result<Json<ProductView>, ApiError> {
+    let unknown = || ApiError::new(ErrorCode::UnknownProduct);
     let current = products::get(&state.db.pool, product)
         .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::UnknownProduct))?;
-    let now = crate::clock::unix_s() as i64;
-    let mut sale = NewFlashSale::try_from(current.as_create()).map_err(ApiError::bad_request)?;
-    sale.ends_at = sale.ends_at.min(now);
-    sale.starts_at = sale.starts_at.min(sale.ends_at - 1);
+        .ok_or_else(unknown)?;
+    let sale = edit(&current).map_err(ApiError::bad_request)?;
     let row = products::update(&state.db.pool, product, &sale, unix_ms() as i64)
         .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::UnknownProduct))?;
-    tracing::info!(product = row.id, "flash sale ended early");
+        .ok_or_else(unknown)?;
+    tracing::info!(
+        product = row.id,
+        revision = row.revision,
+        "flash sale edited"
+    );
     let stock_left = state
         .inventory
         .stock_left(product)
