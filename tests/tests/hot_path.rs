@@ -557,6 +557,16 @@ async fn bad_input_gets_the_contracts_4xx() {
         (413, Some("payload_too_large"))
     );
 
+    // A request id given by the edge comes back with the answer.
+    let traced = api
+        .send_raw(
+            api.http()
+                .get(format!("{}/api/time", api.base()))
+                .header("x-request-id", "edge-42"),
+        )
+        .await;
+    assert_eq!(traced.header("x-request-id"), Some("edge-42"));
+
     // None of that reserved anything.
     let mut conn = redis.connection().await;
     let stock: i64 = conn.hget(keys().item(pid(product)), "stock").await.unwrap();

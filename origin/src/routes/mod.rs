@@ -9,9 +9,11 @@ mod seckill;
 mod session;
 
 use axum::extract::DefaultBodyLimit;
+use axum::http::HeaderName;
 use axum::routing::{get, patch, post};
 use axum::{middleware, Router};
 use seckill_shared::ErrorCode;
+use tower_http::request_id::PropagateRequestIdLayer;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -52,6 +54,11 @@ pub fn router(state: AppState) -> Router {
             crate::metrics::track,
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // The edge (or any proxy) names each request; the answer carries the
+        // same id so a request can be followed from edge logs to origin logs.
+        .layer(PropagateRequestIdLayer::new(HeaderName::from_static(
+            "x-request-id",
+        )))
         .with_state(state)
 }
 
