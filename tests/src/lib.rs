@@ -9,6 +9,7 @@
 pub mod checks;
 pub mod client;
 pub mod database;
+pub mod edge;
 pub mod origin;
 pub mod paths;
 pub mod proxy;
@@ -16,6 +17,7 @@ pub mod redis_server;
 
 pub use client::{Api, Sale};
 pub use database::{Backend, TestDatabase};
+pub use edge::Edge;
 pub use origin::{Origin, OriginOptions};
 pub use redis_server::RedisServer;
 

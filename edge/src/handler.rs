@@ -1,0 +1,360 @@
+//! What the edge does with each route: answer itself where it can decide
+//! alone (always marked `x-served-by: edge`), forward the rest.
+
+use std::cell::RefCell;
+
+use seckill_shared::api::{ErrorBody, ProductView, SoldOutSnapshot, TimeResponse};
+use seckill_shared::{ErrorCode, MemberId, ProductId};
+use worker::{Date, Env, Headers, Method, Request, Response, Result};
+
+use crate::config::EdgeConfig;
+use crate::decide::{self, Refusal};
+use crate::origin::{OriginClient, OriginDown};
+use crate::route::{self, Route};
+use crate::state::EdgeState;
+
+/// The header that marks an answer the edge produced without the origin.
+pub const SERVED_BY: &str = "x-served-by";
+
+thread_local! {
+    /// One isolate's memory, kept between requests.
+    static STATE: RefCell<Option<EdgeState>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` on the isolate's state (created on first use). Never held
+/// across an `await`: requests interleave there.
+fn with_state<T>(config: &EdgeConfig, f: impl FnOnce(&mut EdgeState) -> T) -> T {
+    STATE.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        f(slot.get_or_insert_with(|| EdgeState::new(config)))
+    })
+}
+
+fn now_ms() -> u64 {
+    Date::now().as_millis()
+}
+
+/// Reads a Worker variable or secret by name.
+pub fn variable(env: &Env, name: &str) -> Option<String> {
+    env.var(name)
+        .map(|v| v.to_string())
+        .or_else(|_| env.secret(name).map(|s| s.to_string()))
+        .ok()
+}
+
+pub async fn handle(mut req: Request, env: &Env, config: &EdgeConfig) -> Result<Response> {
+    let method = req.method();
+    let route = route::route(method.as_ref(), &req.path());
+    let request_id = request_id(&req)?;
+    match route {
+        Route::Buy(product) => buy(&mut req, env, config, product, &request_id).await,
+        Route::Result(_) | Route::Order(_) => {
+            let now_s = now_ms() / 1_000;
+            match decide::member(config, authorization(&req)?.as_deref(), now_s) {
+                Ok(member) => forward(&mut req, config, &request_id, Some(member)).await,
+                Err(refusal) => edge_error(&refusal),
+            }
+        }
+        Route::Product(product) => product_read(config, product, &request_id).await,
+        Route::SoldOut => sold_out(config, &request_id).await,
+        Route::Time => edge_json(&TimeResponse { now_ms: now_ms() }, 200),
+        Route::Forward => forward(&mut req, config, &request_id, None).await,
+        Route::Page(path) => page(&path),
+        Route::BadId(id) => edge_error(&Refusal::with_message(
+            ErrorCode::BadRequest,
+            format!("{id:?} is not a valid id (a positive whole number)"),
+        )),
+        Route::WrongMethod => edge_error(&Refusal::new(ErrorCode::MethodNotAllowed)),
+        Route::NotFound => edge_error(&Refusal::new(ErrorCode::NotFound)),
+    }
+}
+
+/// The buy path: everything hopeless is answered here; only a verified,
+/// rate-allowed member buying a product that is on sale and not known to
+/// be sold out reaches the origin. An origin that cannot be reached means
+/// `503` (fail closed: the edge never guesses a buy succeeded).
+async fn buy(
+    req: &mut Request,
+    env: &Env,
+    config: &EdgeConfig,
+    product: ProductId,
+    request_id: &str,
+) -> Result<Response> {
+    let now = now_ms();
+    let member = match decide::member(config, authorization(req)?.as_deref(), now / 1_000) {
+        Ok(member) => member,
+        Err(refusal) => return edge_error(&refusal),
+    };
+    refresh_sold_out(config, request_id).await;
+    if with_state(config, |s| s.is_sold_out(product, now_ms())) {
+        return edge_error(&Refusal::new(ErrorCode::SoldOut));
+    }
+    if !with_state(config, |s| s.allow(member, now_ms())) || !binding_allows(env, member).await {
+        return edge_error(&Refusal::new(ErrorCode::RateLimited));
+    }
+    match product_copy(config, product, request_id).await {
+        Ok(Some(view)) => {
+            if let Some(refusal) = decide::outside_window(&view, (now_ms() / 1_000) as i64) {
+                return edge_error(&refusal);
+            }
+        }
+        Ok(None) => return edge_error(&Refusal::new(ErrorCode::UnknownProduct)),
+        Err(_) => return edge_error(&Refusal::new(ErrorCode::Unavailable)),
+    }
+
+    let mut answer = match forward_raw(req, config, request_id, Some(member)).await {
+        Ok(answer) => answer,
+        Err(_) => return edge_error(&Refusal::new(ErrorCode::Unavailable)),
+    };
+    if answer.status_code() != 409 {
+        return Ok(answer);
+    }
+    // Learn from the origin's refusal: a sold-out answer raises the flag.
+    let status = answer.status_code();
+    let text = answer.text().await?;
+    if serde_json::from_str::<ErrorBody>(&text).is_ok_and(|body| body.error == ErrorCode::SoldOut) {
+        with_state(config, |s| s.learn_sold_out(product, now_ms()));
+    }
+    let headers = Headers::new();
+    headers.set("content-type", "application/json")?;
+    Ok(Response::ok(text)?
+        .with_status(status)
+        .with_headers(headers))
+}
+
+/// The Workers rate-limiting binding, where one is configured as
+/// `RATE_LIMITER`; without it the isolate's own limiter is the only one.
+async fn binding_allows(env: &Env, member: MemberId) -> bool {
+    match env.rate_limiter("RATE_LIMITER") {
+        Ok(limiter) => limiter
+            .limit(member.to_string())
+            .await
+            .map(|outcome| outcome.success)
+            .unwrap_or(true),
+        Err(_) => true,
+    }
+}
+
+/// Fetches the sold-out snapshot at most once per `SOLDOUT_REFRESH_MS`.
+/// A failure leaves the flags as they are (they expire by themselves).
+async fn refresh_sold_out(config: &EdgeConfig, request_id: &str) {
+    let refresh_ms = config.sold_out_refresh.as_millis() as u64;
+    let due = with_state(config, |s| {
+        let due = s.sold_out_snapshot_due(now_ms(), refresh_ms);
+        if due {
+            s.sold_out_snapshot_started(now_ms());
+        }
+        due
+    });
+    if !due {
+        return;
+    }
+    let Ok(headers) = origin_headers(request_id, None) else {
+        return;
+    };
+    let client = OriginClient {
+        base: &config.origin_url,
+        timeout: config.origin_timeout,
+    };
+    if let Ok(mut response) = client.get("/api/soldout", headers).await {
+        if let Ok(snapshot) = response.json::<SoldOutSnapshot>().await {
+            with_state(config, |s| s.apply_sold_out_snapshot(&snapshot, now_ms()));
+        }
+    }
+}
+
+/// The product as the edge knows it: a copy younger than
+/// `PRODUCT_TTL_MS`, else a fresh read from the origin (`Ok(None)`: no
+/// such product).
+async fn product_copy(
+    config: &EdgeConfig,
+    product: ProductId,
+    request_id: &str,
+) -> std::result::Result<Option<ProductView>, OriginDown> {
+    let ttl = config.product_ttl.as_millis() as u64;
+    if let Some(copy) = with_state(config, |s| s.product(product, now_ms(), ttl)) {
+        return Ok(copy);
+    }
+    fetch_product(config, product, request_id)
+        .await
+        .map(|(view, _)| view)
+}
+
+/// Reads a product from the origin and remembers the answer. Returns the
+/// view and the origin's status, or `OriginDown` when there was no usable
+/// answer.
+async fn fetch_product(
+    config: &EdgeConfig,
+    product: ProductId,
+    request_id: &str,
+) -> std::result::Result<(Option<ProductView>, u16), OriginDown> {
+    let client = OriginClient {
+        base: &config.origin_url,
+        timeout: config.origin_timeout,
+    };
+    let headers = origin_headers(request_id, None).map_err(|e| OriginDown(e.to_string()))?;
+    let mut response = client
+        .get(&format!("/api/products/{product}"), headers)
+        .await?;
+    match response.status_code() {
+        200 => {
+            let view: ProductView = response
+                .json()
+                .await
+                .map_err(|e| OriginDown(e.to_string()))?;
+            with_state(config, |s| {
+                s.remember_product(product, Some(view.clone()), now_ms())
+            });
+            Ok((Some(view), 200))
+        }
+        404 => {
+            with_state(config, |s| s.remember_product(product, None, now_ms()));
+            Ok((None, 404))
+        }
+        status => Err(OriginDown(format!("origin answered {status}"))),
+    }
+}
+
+/// `GET /api/products/{id}`: a copy younger than `PRODUCT_TTL_MS` is served
+/// by the edge; otherwise the origin is asked; if it cannot be reached, a
+/// copy younger than `PRODUCT_STALE_MS` is served rather than an error.
+async fn product_read(
+    config: &EdgeConfig,
+    product: ProductId,
+    request_id: &str,
+) -> Result<Response> {
+    let ttl = config.product_ttl.as_millis() as u64;
+    if let Some(copy) = with_state(config, |s| s.product(product, now_ms(), ttl)) {
+        return product_answer(copy, true);
+    }
+    match fetch_product(config, product, request_id).await {
+        Ok((view, _)) => product_answer(view, false),
+        Err(_) => {
+            let stale = config.product_stale.as_millis() as u64;
+            match with_state(config, |s| s.product(product, now_ms(), stale)) {
+                Some(copy) => product_answer(copy, true),
+                None => edge_error(&Refusal::new(ErrorCode::Unavailable)),
+            }
+        }
+    }
+}
+
+fn product_answer(view: Option<ProductView>, from_edge: bool) -> Result<Response> {
+    match (view, from_edge) {
+        (Some(view), true) => edge_json(&view, 200),
+        (Some(view), false) => Response::from_json(&view),
+        (None, true) => edge_error(&Refusal::new(ErrorCode::UnknownProduct)),
+        (None, false) => {
+            let body = ErrorBody {
+                error: ErrorCode::UnknownProduct,
+                message: ErrorCode::UnknownProduct.default_message().into(),
+            };
+            Ok(Response::from_json(&body)?.with_status(404))
+        }
+    }
+}
+
+/// `GET /api/soldout`, from the edge's own snapshot once it has one.
+async fn sold_out(config: &EdgeConfig, request_id: &str) -> Result<Response> {
+    refresh_sold_out(config, request_id).await;
+    let snapshot = with_state(config, |s| s.sold_out_snapshot(now_ms()));
+    edge_json(&snapshot, 200)
+}
+
+/// Sends the request on to the origin, as it came, plus the request id and
+/// the member the edge verified. The origin verifies the token again and
+/// never trusts `x-seckill-member`: it is for its logs.
+async fn forward(
+    req: &mut Request,
+    config: &EdgeConfig,
+    request_id: &str,
+    member: Option<MemberId>,
+) -> Result<Response> {
+    match forward_raw(req, config, request_id, member).await {
+        Ok(response) => Ok(response),
+        Err(_) => edge_error(&Refusal::new(ErrorCode::Unavailable)),
+    }
+}
+
+async fn forward_raw(
+    req: &mut Request,
+    config: &EdgeConfig,
+    request_id: &str,
+    member: Option<MemberId>,
+) -> std::result::Result<Response, OriginDown> {
+    let fail = |e: worker::Error| OriginDown(e.to_string());
+    let headers = origin_headers(request_id, member).map_err(fail)?;
+    for name in ["authorization", "content-type", "accept"] {
+        if let Some(value) = req.headers().get(name).map_err(fail)? {
+            headers.set(name, &value).map_err(fail)?;
+        }
+    }
+    let method = req.method();
+    let body = match method {
+        Method::Get | Method::Head => None,
+        _ => Some(req.bytes().await.map_err(fail)?),
+    };
+    let url = req.url().map_err(fail)?;
+    let path_and_query = match url.query() {
+        Some(query) => format!("{}?{query}", url.path()),
+        None => url.path().to_string(),
+    };
+    OriginClient {
+        base: &config.origin_url,
+        timeout: config.origin_timeout,
+    }
+    .send(method, &path_and_query, headers, body)
+    .await
+}
+
+fn origin_headers(request_id: &str, member: Option<MemberId>) -> Result<Headers> {
+    let headers = Headers::new();
+    headers.set("x-request-id", request_id)?;
+    if let Some(member) = member {
+        headers.set("x-seckill-member", &member.to_string())?;
+    }
+    Ok(headers)
+}
+
+fn authorization(req: &Request) -> Result<Option<String>> {
+    req.headers().get("authorization")
+}
+
+/// The request's own id if it has one, else a new one.
+fn request_id(req: &Request) -> Result<String> {
+    if let Some(id) = req.headers().get("x-request-id")? {
+        if !id.is_empty() && id.len() <= 128 {
+            return Ok(id);
+        }
+    }
+    let random = (worker::js_sys::Math::random() * 4_294_967_296.0) as u64;
+    Ok(format!("edge-{:x}-{random:08x}", now_ms()))
+}
+
+fn page(path: &str) -> Result<Response> {
+    let Some(asset) = seckill_shared::assets::lookup(path) else {
+        return edge_error(&Refusal::new(ErrorCode::NotFound));
+    };
+    let headers = Headers::new();
+    headers.set("content-type", asset.content_type)?;
+    headers.set("cache-control", "public, max-age=60")?;
+    headers.set(SERVED_BY, "edge")?;
+    Ok(Response::from_bytes(asset.body.to_vec())?.with_headers(headers))
+}
+
+fn edge_json<T: serde::Serialize>(body: &T, status: u16) -> Result<Response> {
+    let mut response = Response::from_json(body)?.with_status(status);
+    response.headers_mut().set(SERVED_BY, "edge")?;
+    Ok(response)
+}
+
+/// The contract's error answer, given by the edge.
+pub fn edge_error(refusal: &Refusal) -> Result<Response> {
+    edge_json(
+        &ErrorBody {
+            error: refusal.code,
+            message: refusal.message.clone(),
+        },
+        refusal.code.status(),
+    )
+}

@@ -1,0 +1,221 @@
+//! What one edge isolate remembers between requests: sold-out flags, a
+//! per-member rate limiter, and short-lived copies of product reads.
+//!
+//! Under `wrangler dev` (and in production, per isolate) module state lives
+//! as long as the isolate, so this is plain memory with explicit expiries;
+//! time is passed in so every rule is tested on the host.
+
+use std::collections::HashMap;
+
+use seckill_shared::api::{ProductView, SoldOutSnapshot};
+use seckill_shared::flags::ExpiringFlags;
+use seckill_shared::rate_limit::RateLimiter;
+use seckill_shared::{MemberId, ProductId};
+
+use crate::config::EdgeConfig;
+
+/// Members tracked by the rate limiter before idle ones are forgotten.
+const RATE_LIMITED_MEMBERS: usize = 100_000;
+/// Product copies kept before the cache is emptied (ids are client-chosen).
+const CACHED_PRODUCTS: usize = 10_000;
+
+/// A product read as the origin answered it: `None` is "no such product".
+#[derive(Debug, Clone)]
+struct ProductCopy {
+    view: Option<ProductView>,
+    fetched_ms: u64,
+}
+
+pub struct EdgeState {
+    sold_out: ExpiringFlags,
+    rate_limiter: RateLimiter,
+    products: HashMap<ProductId, ProductCopy>,
+    sold_out_fetched_ms: Option<u64>,
+    sold_out_version: u64,
+}
+
+impl EdgeState {
+    pub fn new(config: &EdgeConfig) -> Self {
+        Self {
+            sold_out: ExpiringFlags::new(config.sold_out_ttl.as_millis() as u64),
+            rate_limiter: RateLimiter::new(config.rate_limit, RATE_LIMITED_MEMBERS),
+            products: HashMap::new(),
+            sold_out_fetched_ms: None,
+            sold_out_version: 0,
+        }
+    }
+
+    pub fn is_sold_out(&self, product: ProductId, now_ms: u64) -> bool {
+        self.sold_out.is_set(product, now_ms)
+    }
+
+    /// The origin answered a buy `409 sold_out`.
+    pub fn learn_sold_out(&mut self, product: ProductId, now_ms: u64) {
+        self.sold_out.set(product, now_ms);
+    }
+
+    /// True when the sold-out snapshot is older than `refresh_ms`.
+    pub fn sold_out_snapshot_due(&self, now_ms: u64, refresh_ms: u64) -> bool {
+        self.sold_out_fetched_ms
+            .is_none_or(|fetched| now_ms.saturating_sub(fetched) >= refresh_ms)
+    }
+
+    /// Marks a refresh as started, so concurrent requests do not all fetch.
+    pub fn sold_out_snapshot_started(&mut self, now_ms: u64) {
+        self.sold_out_fetched_ms = Some(now_ms);
+    }
+
+    /// Replaces every flag with the origin's snapshot (each for one TTL).
+    pub fn apply_sold_out_snapshot(&mut self, snapshot: &SoldOutSnapshot, now_ms: u64) {
+        self.sold_out
+            .replace_all(snapshot.sold_out.iter().copied(), now_ms);
+        self.sold_out_version = snapshot.version;
+    }
+
+    /// The snapshot as this edge believes it now.
+    pub fn sold_out_snapshot(&self, now_ms: u64) -> SoldOutSnapshot {
+        SoldOutSnapshot {
+            version: self.sold_out_version,
+            sold_out: self.sold_out.raised(now_ms),
+        }
+    }
+
+    /// Takes one token of the member's bucket; false means `429`.
+    pub fn allow(&mut self, member: MemberId, now_ms: u64) -> bool {
+        self.rate_limiter.allow(member, now_ms)
+    }
+
+    /// A copy younger than `max_age_ms`, if any (`Some(None)`: known not to
+    /// exist).
+    pub fn product(
+        &self,
+        product: ProductId,
+        now_ms: u64,
+        max_age_ms: u64,
+    ) -> Option<Option<ProductView>> {
+        self.products
+            .get(&product)
+            .filter(|copy| now_ms.saturating_sub(copy.fetched_ms) < max_age_ms)
+            .map(|copy| copy.view.clone())
+    }
+
+    pub fn remember_product(&mut self, product: ProductId, view: Option<ProductView>, now_ms: u64) {
+        if self.products.len() >= CACHED_PRODUCTS && !self.products.contains_key(&product) {
+            self.products.clear();
+        }
+        if let Some(view) = &view {
+            // A read that shows the item sold out is as good as a 409.
+            if view.sold_out {
+                self.sold_out.set(product, now_ms);
+            }
+        }
+        self.products.insert(
+            product,
+            ProductCopy {
+                view,
+                fetched_ms: now_ms,
+            },
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> EdgeConfig {
+        EdgeConfig::from_vars(|name| match name {
+            "SECKILL_TOKEN_SECRET" => Some("secret".into()),
+            "SOLDOUT_TTL_MS" => Some("1000".into()),
+            "RATE_LIMIT_BURST" => Some("2".into()),
+            "RATE_LIMIT_PER_S" => Some("1".into()),
+            _ => None,
+        })
+        .unwrap()
+    }
+
+    fn p(id: i64) -> ProductId {
+        ProductId::new(id).unwrap()
+    }
+
+    fn view(id: i64, sold_out: bool) -> ProductView {
+        ProductView {
+            product_id: p(id),
+            name: "x".into(),
+            price_cents: 2,
+            flash_price_cents: 1,
+            stock_total: 1,
+            stock_left: if sold_out { 0 } else { 1 },
+            starts_at: 0,
+            ends_at: 10,
+            sold_out,
+            revision: 1,
+        }
+    }
+
+    #[test]
+    fn sold_out_flags_expire_after_their_ttl() {
+        let mut state = EdgeState::new(&config());
+        state.learn_sold_out(p(1), 10_000);
+        assert!(state.is_sold_out(p(1), 10_999));
+        assert!(
+            !state.is_sold_out(p(1), 11_000),
+            "a cancellation upstream is not hidden for long"
+        );
+    }
+
+    #[test]
+    fn snapshots_replace_flags_and_are_rate_limited() {
+        let mut state = EdgeState::new(&config());
+        assert!(state.sold_out_snapshot_due(0, 1_000));
+        state.learn_sold_out(p(1), 0);
+        state.sold_out_snapshot_started(0);
+        assert!(!state.sold_out_snapshot_due(999, 1_000));
+        assert!(state.sold_out_snapshot_due(1_000, 1_000));
+        state.apply_sold_out_snapshot(
+            &SoldOutSnapshot {
+                version: 4,
+                sold_out: vec![p(2)],
+            },
+            100,
+        );
+        assert!(!state.is_sold_out(p(1), 100));
+        assert!(state.is_sold_out(p(2), 100));
+        assert_eq!(state.sold_out_snapshot(100).version, 4);
+    }
+
+    #[test]
+    fn product_copies_have_an_age() {
+        let mut state = EdgeState::new(&config());
+        state.remember_product(p(1), Some(view(1, false)), 1_000);
+        state.remember_product(p(9), None, 1_000);
+        assert!(state.product(p(1), 1_500, 1_000).unwrap().is_some());
+        assert!(state.product(p(1), 2_000, 1_000).is_none(), "too old");
+        assert!(
+            state.product(p(1), 2_000, 30_000).is_some(),
+            "still a stale copy"
+        );
+        assert_eq!(
+            state.product(p(9), 1_500, 1_000),
+            Some(None),
+            "remembered as unknown"
+        );
+    }
+
+    #[test]
+    fn a_sold_out_read_raises_the_flag() {
+        let mut state = EdgeState::new(&config());
+        state.remember_product(p(1), Some(view(1, true)), 0);
+        assert!(state.is_sold_out(p(1), 1));
+    }
+
+    #[test]
+    fn members_are_rate_limited() {
+        let mut state = EdgeState::new(&config());
+        let m = MemberId::new(5).unwrap();
+        assert!(state.allow(m, 0));
+        assert!(state.allow(m, 0));
+        assert!(!state.allow(m, 0));
+        assert!(state.allow(m, 1_000));
+    }
+}

@@ -1,0 +1,138 @@
+//! The Wasm edge in real workerd, through `wrangler dev`, in front of a
+//! test's origin. The bundle is built once by `scripts/test` (or
+//! `scripts/build-edge`); each test runs its own wrangler on free ports with
+//! its own state directory and variables.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+use crate::client::Api;
+use crate::paths::{test_output_dir, ScratchDir};
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+pub struct Edge {
+    child: Option<Child>,
+    url: String,
+    _state: ScratchDir,
+}
+
+impl Edge {
+    /// Starts the edge forwarding to `origin_url`, with the test token
+    /// secret and `vars` on top of `wrangler.toml`'s defaults.
+    pub async fn start(label: &str, origin_url: &str, vars: &[(&str, &str)]) -> Self {
+        let root = repo_root();
+        let bundle = root.join("edge/build/index.js");
+        let wrangler = root.join("node_modules/.bin/wrangler");
+        assert!(
+            bundle.exists(),
+            "{} is missing: build the edge with scripts/build-edge (scripts/test does)",
+            bundle.display()
+        );
+        assert!(
+            wrangler.exists(),
+            "wrangler is missing: run `npm ci` at the repository root (scripts/test does)"
+        );
+        let state = ScratchDir::new("edge");
+        let config = state.path().join("wrangler.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "name = \"seckill-edge-test\"\nmain = \"{}\"\ncompatibility_date = \"2026-04-01\"\n",
+                bundle.canonicalize().unwrap().display()
+            ),
+        )
+        .expect("write the test wrangler config");
+        let port = crate::free_port();
+        let log = test_output_dir(label).join(format!("edge-{}.log", crate::unique_suffix()));
+        let mut command = Command::new(&wrangler);
+        command
+            .arg("dev")
+            .arg("-c")
+            .arg(&config)
+            .args(["--ip", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--inspector-port", &crate::free_port().to_string()])
+            .arg("--persist-to")
+            .arg(state.path().join("state"))
+            .arg("--show-interactive-dev-session=false")
+            .args(["--log-level", "warn"]);
+        let mut all_vars = vec![
+            ("ORIGIN_URL", origin_url.to_string()),
+            ("SECKILL_TOKEN_SECRET", crate::TOKEN_SECRET.to_string()),
+        ];
+        all_vars.extend(vars.iter().map(|(k, v)| (*k, v.to_string())));
+        for (name, value) in all_vars {
+            command.arg("--var").arg(format!("{name}:{value}"));
+        }
+        command
+            .current_dir(state.path())
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("WRANGLER_HIDE_BANNER", "true")
+            .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+            .env("CI", "true")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
+            .stderr(Stdio::from(
+                std::fs::File::create(log.with_extension("err")).unwrap(),
+            ))
+            .process_group(0)
+            .kill_on_drop(true);
+        let child = command.spawn().expect("start wrangler dev");
+        let edge = Self {
+            child: Some(child),
+            url: format!("http://127.0.0.1:{port}"),
+            _state: state,
+        };
+        let api = edge.api();
+        let ready = tokio::time::timeout(Duration::from_secs(90), async {
+            loop {
+                if let Ok(response) = api
+                    .http()
+                    .get(format!("{}/api/time", api.base()))
+                    .send()
+                    .await
+                {
+                    if response.status().is_success() {
+                        return;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+        .await;
+        if ready.is_err() {
+            panic!(
+                "wrangler dev did not serve the edge within 90 s; its log:\n{}\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default(),
+                std::fs::read_to_string(log.with_extension("err")).unwrap_or_default()
+            );
+        }
+        edge
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn api(&self) -> Api {
+        Api::new(&self.url)
+    }
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        // wrangler runs workerd as a child: end the whole process group.
+        if let Some(child) = self.child.take() {
+            if let Some(pid) = child.id() {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{pid}")])
+                    .status();
+            }
+        }
+    }
+}

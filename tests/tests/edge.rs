@@ -1,0 +1,395 @@
+//! The Wasm edge in real workerd (`wrangler dev`), in front of a real
+//! origin, redis-server and database: what it absorbs, what it forwards,
+//! and how it behaves when stock returns or the origin goes away.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use redis::AsyncCommands;
+use reqwest::Method;
+use seckill_tests::checks::{keys, orders, pid, redis_stock, rush};
+use seckill_tests::client::{unix_now, unix_now_ms, Reply};
+use seckill_tests::{
+    eventually, Api, Backend, Edge, Origin, OriginOptions, RedisServer, Sale, TestDatabase,
+};
+
+const BUY_ROUTE: (&str, &str) = ("route", "/api/seckill/{product_id}/orders");
+
+/// Buys the origin has been asked for, across all answers.
+async fn origin_buys(origin: &Origin) -> f64 {
+    origin
+        .api()
+        .metric("http_requests_total", &[BUY_ROUTE])
+        .await
+}
+
+fn served_by_edge(reply: &Reply) -> bool {
+    reply.header("x-served-by") == Some("edge")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sell_out_rush_through_the_edge() {
+    let label = "edge_rush";
+    let redis = RedisServer::start().await;
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    let origin = Origin::start(OriginOptions::new(label, &redis, &db)).await;
+    let edge = Edge::start(label, origin.url(), &[]).await;
+    let product = edge
+        .api()
+        .create_sale(&Sale::open(50))
+        .await
+        .product_id
+        .get();
+
+    let outcomes = rush(&edge.api(), product, 1..=500, 50).await;
+    let winners: HashSet<i64> = outcomes
+        .iter()
+        .filter(|(_, s, _)| *s == 202)
+        .map(|(m, _, _)| *m)
+        .collect();
+    assert_eq!(
+        winners.len(),
+        50,
+        "exactly the stock is sold through the edge"
+    );
+    assert!(outcomes
+        .iter()
+        .all(|(_, s, c)| *s == 202 || (*s == 409 && c.as_deref() == Some("sold_out"))));
+    let mut conn = redis.connection().await;
+    assert_eq!(redis_stock(&mut conn, product).await, 0);
+
+    // Once sold out, the origin sees (almost) none of the further buys.
+    let before = origin_buys(&origin).await;
+    let api = edge.api();
+    let mut from_edge = 0;
+    for member in 1_000..1_300 {
+        let reply = api.buy(product, member).await;
+        assert_eq!(reply.error(), Some("sold_out"));
+        from_edge += usize::from(served_by_edge(&reply));
+    }
+    let reached_origin = origin_buys(&origin).await - before;
+    assert!(
+        reached_origin <= 3.0,
+        "{reached_origin} of 300 sold-out buys reached the origin"
+    );
+    assert!(from_edge >= 297, "{from_edge} of 300 answered by the edge");
+    let members: HashSet<i64> = orders(&db.pool().await, product)
+        .await
+        .into_iter()
+        .map(|(_, m, _)| m)
+        .collect();
+    assert!(members.is_subset(&winners));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn returned_stock_sells_again_through_the_edge_within_the_flag_ttl() {
+    let label = "edge_cancellation";
+    let redis = RedisServer::start().await;
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    let origin =
+        Origin::start(OriginOptions::new(label, &redis, &db).env("SECKILL_PAY_TIMEOUT_S", 2)).await;
+    let ttl_ms = 1_500;
+    let edge = Edge::start(label, origin.url(), &[("SOLDOUT_TTL_MS", "1500")]).await;
+    let api = edge.api();
+    let product = api.create_sale(&Sale::open(2)).await.product_id.get();
+    assert_eq!(api.buy(product, 1).await.status, 202);
+    assert_eq!(api.buy(product, 2).await.status, 202);
+    assert_eq!(api.buy(product, 3).await.error(), Some("sold_out"));
+    let flagged = api.buy(product, 4).await;
+    assert_eq!(flagged.error(), Some("sold_out"));
+    assert!(served_by_edge(&flagged), "the edge holds the flag");
+
+    // Nobody pays: the orders are cancelled two seconds after creation.
+    let pool = db.pool().await;
+    let cancelled_at: i64 = eventually(Duration::from_secs(15), "a cancellation", || {
+        let pool = pool.clone();
+        async move {
+            let row: Option<(i64,)> = sqlx::query_as(
+                "SELECT MIN(cancelled_at_ms) FROM orders WHERE product_id = $1 AND status = 'cancelled' HAVING COUNT(*) > 0",
+            )
+            .bind(product)
+            .fetch_optional(&pool)
+            .await
+            .ok()?;
+            row.map(|(at,)| at)
+        }
+    })
+    .await;
+    let mut member = 100;
+    let accepted_at = eventually(
+        Duration::from_secs(10),
+        "a buy through the edge to succeed",
+        || {
+            member += 1;
+            let (api, member) = (api.clone(), member);
+            async move { (api.buy(product, member).await.status == 202).then(unix_now_ms) }
+        },
+    )
+    .await;
+    let waited = accepted_at - cancelled_at;
+    // The flag's TTL plus a second, plus the test's own polling.
+    assert!(
+        waited <= ttl_ms + 1_000 + 300,
+        "bought {waited} ms after the cancellation"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hopeless_requests_never_reach_the_origin() {
+    let label = "edge_hopeless";
+    let redis = RedisServer::start().await;
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    let origin = Origin::start(OriginOptions::new(label, &redis, &db)).await;
+    let edge = Edge::start(label, origin.url(), &[("PRODUCT_TTL_MS", "60000")]).await;
+    let api = edge.api();
+    let now = unix_now();
+    let open = api.create_sale(&Sale::open(10)).await.product_id.get();
+    let later = api
+        .create_sale(&Sale::window(10, now + 3_600, now + 7_200))
+        .await
+        .product_id
+        .get();
+    let over = api
+        .create_sale(&Sale::window(10, now - 7_200, now - 3_600))
+        .await
+        .product_id
+        .get();
+    // The edge learns each product once.
+    for product in [open, later, over] {
+        assert_eq!(
+            api.get(&format!("/api/products/{product}")).await.status,
+            200
+        );
+    }
+    // What the hopeless requests would have reached at the origin. (The
+    // edge's own once-a-second /api/soldout refresh is not one of them.)
+    let routes = [
+        "/api/seckill/{product_id}/orders",
+        "/api/seckill/{product_id}/result",
+        "/api/orders/{order_id}",
+        "/api/orders/{order_id}/pay",
+        "/api/products/{product_id}",
+        "/api/time",
+        "unmatched",
+    ];
+    let origin_api = origin.api();
+    let seen = || async {
+        let mut total = 0.0;
+        for route in routes {
+            total += origin_api
+                .metric("http_requests_total", &[("route", route)])
+                .await;
+        }
+        total
+    };
+    let before = seen().await;
+
+    let good = Api::token(7);
+    let expired = Api::token_expiring(7, now - 1);
+    let forged = format!(
+        "{}.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        good.rsplit_once('.').unwrap().0
+    );
+    let buy = format!("/api/seckill/{open}/orders");
+    let cases: Vec<(Method, String, Option<&str>, u16, &str)> = vec![
+        (Method::POST, buy.clone(), None, 401, "unauthorized"),
+        (
+            Method::POST,
+            buy.clone(),
+            Some(&expired),
+            401,
+            "unauthorized",
+        ),
+        (
+            Method::POST,
+            buy.clone(),
+            Some(&forged),
+            401,
+            "unauthorized",
+        ),
+        (
+            Method::POST,
+            buy.clone(),
+            Some("garbage"),
+            401,
+            "unauthorized",
+        ),
+        (
+            Method::GET,
+            format!("/api/seckill/{open}/result"),
+            Some(&forged),
+            401,
+            "unauthorized",
+        ),
+        (
+            Method::POST,
+            "/api/orders/5/pay".into(),
+            None,
+            401,
+            "unauthorized",
+        ),
+        (
+            Method::POST,
+            "/api/seckill/abc/orders".into(),
+            Some(&good),
+            400,
+            "bad_request",
+        ),
+        (
+            Method::POST,
+            "/api/seckill/0/orders".into(),
+            Some(&good),
+            400,
+            "bad_request",
+        ),
+        (
+            Method::GET,
+            "/api/products/-1".into(),
+            None,
+            400,
+            "bad_request",
+        ),
+        (
+            Method::GET,
+            "/api/orders/x".into(),
+            Some(&good),
+            400,
+            "bad_request",
+        ),
+        (
+            Method::GET,
+            buy.clone(),
+            Some(&good),
+            405,
+            "method_not_allowed",
+        ),
+        (Method::GET, "/api/nothing".into(), None, 404, "not_found"),
+        (
+            Method::POST,
+            format!("/api/seckill/{later}/orders"),
+            Some(&good),
+            403,
+            "not_started",
+        ),
+        (
+            Method::POST,
+            format!("/api/seckill/{over}/orders"),
+            Some(&good),
+            403,
+            "ended",
+        ),
+    ];
+    for (method, path, token, status, code) in cases {
+        let reply = api.send(method.clone(), &path, token, None).await;
+        assert_eq!(
+            (reply.status, reply.error()),
+            (status, Some(code)),
+            "{method} {path}"
+        );
+        assert!(
+            served_by_edge(&reply),
+            "{method} {path} answered by the edge"
+        );
+        assert!(reply.body["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+    }
+    // A member hammering the buy button is slowed at the edge.
+    let mut limited = 0;
+    for _ in 0..10 {
+        let reply = api
+            .send(
+                Method::POST,
+                &format!("/api/seckill/{later}/orders"),
+                Some(&Api::token(8)),
+                None,
+            )
+            .await;
+        if reply.status == 429 {
+            assert!(served_by_edge(&reply));
+            limited += 1;
+        }
+    }
+    assert!(limited >= 4, "{limited} of 10 rapid buys were rate limited");
+    // Product reads within the TTL and the clock are the edge's too.
+    for path in [
+        format!("/api/products/{open}"),
+        "/api/time".into(),
+        "/".into(),
+    ] {
+        assert!(served_by_edge(&api.get(&path).await), "{path}");
+    }
+
+    assert_eq!(seen().await, before, "nothing hopeless reached the origin");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_origin_down_buys_fail_closed_and_reads_keep_a_copy() {
+    let label = "edge_origin_down";
+    let redis = RedisServer::start().await;
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    let mut origin = Origin::start(OriginOptions::new(label, &redis, &db)).await;
+    let edge = Edge::start(
+        label,
+        origin.url(),
+        &[("PRODUCT_TTL_MS", "200"), ("ORIGIN_TIMEOUT_MS", "1000")],
+    )
+    .await;
+    let api = edge.api();
+    let product = api.create_sale(&Sale::open(10)).await.product_id.get();
+    let unread = api.create_sale(&Sale::open(10)).await.product_id.get();
+    let fresh = api.get(&format!("/api/products/{product}")).await;
+    assert_eq!(fresh.status, 200);
+
+    origin.stop().await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // past the TTL
+    let started = Instant::now();
+    let buy = api.buy(product, 1).await;
+    assert_eq!(
+        (buy.status, buy.error()),
+        (503, Some("unavailable")),
+        "fail closed"
+    );
+    assert!(served_by_edge(&buy));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the origin timeout bounds the wait"
+    );
+    let copy = api.get(&format!("/api/products/{product}")).await;
+    assert_eq!(
+        copy.status, 200,
+        "a fresh copy is served while the origin is away"
+    );
+    assert!(served_by_edge(&copy));
+    assert_eq!(copy.body["name"], fresh.body["name"]);
+    let none = api.get(&format!("/api/products/{unread}")).await;
+    assert_eq!(
+        (none.status, none.error()),
+        (503, Some("unavailable")),
+        "no copy, no guess"
+    );
+    let mut conn = redis.connection().await;
+    let stock: i64 = conn.hget(keys().item(pid(product)), "stock").await.unwrap();
+    assert_eq!(stock, 10, "nothing was reserved");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edge_serves_the_same_pages_as_the_origin() {
+    let label = "edge_pages";
+    let redis = RedisServer::start().await;
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    let origin = Origin::start(OriginOptions::new(label, &redis, &db)).await;
+    let edge = Edge::start(label, origin.url(), &[]).await;
+    let from_edge = edge.api().get("/").await;
+    let from_origin = origin.api().get("/").await;
+    assert_eq!(from_edge.status, 200);
+    assert!(served_by_edge(&from_edge));
+    assert_eq!(
+        from_edge.body, from_origin.body,
+        "the same bytes from the Wasm bundle"
+    );
+    assert!(from_edge
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/html"));
+}
