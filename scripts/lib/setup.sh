@@ -62,3 +62,11 @@ ensure_postgres() {
   The tests need a server on 127.0.0.1:5432 where user postgres may create databases without a password
   (as on the CI machine: trust authentication for local TCP), or set SECKILL_TEST_PG_URL."
 }
+
+# Headless Chromium and ChromeDriver for the browser tests (Debian's
+# packages; a test tool's own browser download cannot work offline).
+ensure_chromium() {
+  if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    apt_install chromium chromium-driver
+  fi
+}

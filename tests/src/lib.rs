@@ -6,6 +6,7 @@
 //! `seckill-origin` processes. Nothing is mocked. A missing service fails
 //! the test with a message saying how to install it; nothing is skipped.
 
+pub mod browser;
 pub mod checks;
 pub mod client;
 pub mod database;

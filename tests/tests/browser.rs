@@ -1,0 +1,182 @@
+//! The storefront and the operations page in headless Chromium, against a
+//! real origin, redis-server and database: a buyer at phone width using
+//! the keyboard, a sold-out buyer, an order left unpaid, and an operator
+//! watching a sale live. Screenshots of each step go to
+//! `target/test-output/browser_*`.
+
+use std::time::Duration;
+
+use fantoccini::key::Key;
+use seckill_tests::browser::Browser;
+use seckill_tests::checks::{buy_all, orders};
+use seckill_tests::client::unix_now;
+use seckill_tests::{Backend, Origin, OriginOptions, RedisServer, Sale, TestDatabase, ADMIN_TOKEN};
+
+const SHORT: Duration = Duration::from_secs(10);
+
+/// Signs in with the keyboard: type the member id, press Enter.
+async fn sign_in(browser: &Browser, member: i64) {
+    browser
+        .type_into("#member-id", &format!("{member}{}", Key::Enter))
+        .await;
+    browser
+        .wait_text("#member-label", &member.to_string(), SHORT)
+        .await;
+}
+
+async fn sign_out(browser: &Browser) {
+    browser.click("#sign-out").await;
+    browser.wait_for("#sign-in-form:not([hidden])", SHORT).await;
+}
+
+async fn order_status(db: &TestDatabase, product: i64) -> Vec<String> {
+    orders(&db.pool().await, product)
+        .await
+        .into_iter()
+        .map(|(_, _, s)| s)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buyer_on_a_phone_buys_pays_and_others_see_why_not() {
+    let label = "browser_storefront";
+    let redis = RedisServer::start().await;
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    let origin =
+        Origin::start(OriginOptions::new(label, &redis, &db).env("SECKILL_PAY_TIMEOUT_S", 6)).await;
+    let api = origin.api();
+    let now = unix_now();
+    let soon = api
+        .create_sale(&Sale::window(1, now + 15, now + 3_600))
+        .await
+        .product_id
+        .get();
+    let open = api.create_sale(&Sale::open(5)).await.product_id.get();
+
+    let mut browser = Browser::open(label, 390, 844).await;
+    browser
+        .goto(&format!("{}/?product={soon}", origin.url()))
+        .await;
+    sign_in(&browser, 101).await;
+
+    // The countdown runs on the shop's clock; the button waits for it.
+    browser.wait_text("#countdown", "Starts in", SHORT).await;
+    assert!(
+        !browser.is_enabled("#buy").await,
+        "no buying before the start"
+    );
+    let fits = browser
+        .script("return document.documentElement.scrollWidth <= window.innerWidth;")
+        .await;
+    assert_eq!(
+        fits,
+        serde_json::json!(true),
+        "nothing overflows a phone-width screen"
+    );
+    browser.screenshot("countdown").await;
+    browser.wait_enabled("#buy", Duration::from_secs(25)).await;
+    browser.wait_text("#countdown", "On sale", SHORT).await;
+    browser.screenshot("sale-open").await;
+
+    // Bought with the keyboard: Enter on the focused button.
+    browser.press("#buy", Key::Enter).await;
+    browser
+        .wait_for("#timeline li[data-step=queued]", SHORT)
+        .await;
+    let order = browser.wait_text("#order-number", "#", SHORT).await;
+    let steps = browser
+        .script("return [...document.querySelectorAll('#timeline li')].map(li => li.dataset.step);")
+        .await;
+    assert_eq!(
+        steps,
+        serde_json::json!(["queued", "ordered"]),
+        "queued, then the order"
+    );
+    browser
+        .wait_text("#pay-countdown", "Pay within", SHORT)
+        .await;
+    browser.screenshot("order").await;
+    browser.click("#pay").await;
+    browser.wait_text("#order-status", "Paid", SHORT).await;
+    browser.screenshot("paid").await;
+    assert_eq!(order_status(&db, soon).await, vec!["paid".to_string()]);
+    assert!(order.starts_with('#'));
+
+    // A second member finds it sold out.
+    sign_out(&browser).await;
+    sign_in(&browser, 102).await;
+    browser.wait_text("#status", "Sold out", SHORT).await;
+    assert!(!browser.is_enabled("#buy").await);
+    browser.screenshot("sold-out").await;
+
+    // A third member buys another item and does not pay.
+    sign_out(&browser).await;
+    browser
+        .goto(&format!("{}/?product={open}", origin.url()))
+        .await;
+    sign_in(&browser, 103).await;
+    browser.wait_enabled("#buy", SHORT).await;
+    browser.click("#buy").await;
+    browser.wait_text("#order-number", "#", SHORT).await;
+    browser.screenshot("unpaid").await;
+    browser
+        .wait_text("#order-status", "Cancelled", Duration::from_secs(20))
+        .await;
+    browser.screenshot("cancelled").await;
+    assert_eq!(order_status(&db, open).await, vec!["cancelled".to_string()]);
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operations_page_follows_a_sale_live() {
+    let label = "browser_operations";
+    let redis = RedisServer::start().await;
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    let origin = Origin::start(OriginOptions::new(label, &redis, &db)).await;
+    let mut browser = Browser::open(label, 1280, 900).await;
+    browser.goto(&format!("{}/ops.html", origin.url())).await;
+    browser
+        .type_into("#admin-token", &format!("{ADMIN_TOKEN}{}", Key::Enter))
+        .await;
+    browser.wait_for("#admin-ready:not([hidden])", SHORT).await;
+
+    // The operator creates the sale from the page.
+    browser
+        .type_into("#create-form [name=name]", "Ops test sale")
+        .await;
+    browser.type_into("#create-form [name=stock]", "100").await;
+    browser
+        .type_into("#create-form [name=starts_in]", "0")
+        .await;
+    browser.click("#create").await;
+    let created = browser.wait_text("#created", "Created item #", SHORT).await;
+    let product: i64 = created
+        .trim_start_matches("Created item #")
+        .split(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let row = format!("#items tr[data-product=\"{product}\"]");
+    let stock_cell = format!("{row} td[data-label=\"Stock left\"]");
+    let orders_cell = format!("{row} td[data-label=\"Orders written\"]");
+    browser.wait_text(&stock_cell, "100 / 100", SHORT).await;
+    browser.screenshot("before-load").await;
+
+    // A small load runs; the page's figures move by themselves.
+    let buyers = buy_all(&origin.api(), product, 1..=30).await;
+    assert_eq!(buyers.len(), 30);
+    browser.wait_text(&stock_cell, "70 / 100", SHORT).await;
+    browser
+        .wait_text(&orders_cell, "30", Duration::from_secs(20))
+        .await;
+    browser.screenshot("after-load").await;
+    for column in ["Queue", "Pending"] {
+        let figure = browser
+            .text(&format!("{row} td[data-label=\"{column}\"]"))
+            .await;
+        assert_eq!(figure, "0", "{column}: every reservation written");
+    }
+    assert_eq!(orders(&db.pool().await, product).await.len(), 30);
+    browser.close().await;
+}
