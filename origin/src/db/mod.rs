@@ -88,6 +88,21 @@ impl Database {
     }
 }
 
+/// PostgreSQL: connection exceptions (08*), transaction rollbacks such as
+/// serialization failures and deadlocks (40*), shutdown and restart (57P*),
+/// too many connections (53300). SQLite reports extended result codes:
+/// busy and locked (5, 6) come with variants such as 517
+/// (SQLITE_BUSY_SNAPSHOT, a WAL snapshot gone stale under a concurrent
+/// writer), whose low byte is still 5 or 6 — all mean "try again".
+fn unavailable_code(code: &str) -> bool {
+    let sqlite_busy = code.parse::<u32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6));
+    ["08", "40", "57P"]
+        .iter()
+        .any(|class| code.starts_with(class))
+        || code == "53300"
+        || sqlite_busy
+}
+
 /// Serialises SQLite migrations between processes starting at once (sqlx
 /// takes no lock for SQLite): an exclusive advisory lock on a file beside
 /// the database, held until dropped.
@@ -143,14 +158,7 @@ pub fn is_unavailable(err: &sqlx::Error) -> bool {
         | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(db) => {
             let code = db.code();
-            let code = code.as_deref().unwrap_or("");
-            // PostgreSQL: connection exceptions (08*), shutdown and restart
-            // (57P*), too many connections (53300). SQLite: busy/locked (5, 6).
-            code.starts_with("08")
-                || code.starts_with("57P")
-                || code == "53300"
-                || code == "5"
-                || code == "6"
+            unavailable_code(code.as_deref().unwrap_or(""))
         }
         _ => false,
     }
@@ -158,7 +166,19 @@ pub fn is_unavailable(err: &sqlx::Error) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::sqlite_path;
+    use super::{sqlite_path, unavailable_code};
+
+    #[test]
+    fn transient_database_codes() {
+        for code in [
+            "08006", "40001", "40P01", "57P01", "53300", "5", "6", "517", "261", "262",
+        ] {
+            assert!(unavailable_code(code), "{code} is transient");
+        }
+        for code in ["23505", "23514", "19", "2067", "1", ""] {
+            assert!(!unavailable_code(code), "{code} is not");
+        }
+    }
 
     #[test]
     fn sqlite_paths() {
