@@ -1,0 +1,478 @@
+//! `seckill-bench`: a load generator and correctness audit for the
+//! flash-sale system, pointed at any origin or edge URL.
+//!
+//! It creates the sale it loads through the admin API, mints member tokens
+//! from the shared secret (no login in the measured path), drives the load
+//! from keep-alive connections, shows a progress bar, and writes a JSON
+//! result file and SVG charts. Given the database (and Redis) of the
+//! deployment, it audits the outcome and exits non-zero if any invariant
+//! broke.
+
+mod audit;
+mod chart;
+mod client;
+mod drain;
+mod load;
+mod scenario;
+mod stats;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use seckill_shared::token::TokenSecret;
+
+use crate::audit::{AuditInput, Mode};
+use crate::chart::{line_chart, Series, COLORS};
+use crate::scenario::Session;
+use crate::stats::Summary;
+
+#[derive(Parser)]
+#[command(
+    name = "seckill-bench",
+    version,
+    about = "Load generator and audit for the flash-sale system"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// No progress bar.
+    #[arg(long, global = true)]
+    quiet: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The sell-out rush: MEMBERS members, one buy each, rush STOCK units at the start time.
+    Rush {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[arg(long, default_value_t = 1_000)]
+        stock: i64,
+        #[arg(long, default_value_t = 20_000)]
+        members: usize,
+        /// Pace the buys to this many per second (default: as fast as answers come).
+        #[arg(long)]
+        rate: Option<f64>,
+        #[command(flatten)]
+        audit: AuditArgs,
+        #[command(flatten)]
+        out: OutArgs,
+    },
+    /// The sold-out tail: REQUESTS buyers after the item sold out.
+    Tail {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[arg(long, default_value_t = 50_000)]
+        requests: usize,
+        #[command(flatten)]
+        out: OutArgs,
+    },
+    /// Buy, poll the result until the order is written, pay (a PAY_SHARE of the members).
+    Mixed {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[arg(long, default_value_t = 1_000)]
+        stock: i64,
+        #[arg(long, default_value_t = 5_000)]
+        members: usize,
+        #[arg(long, default_value_t = 0.5)]
+        pay_share: f64,
+        #[command(flatten)]
+        audit: AuditArgs,
+        #[command(flatten)]
+        out: OutArgs,
+    },
+    /// Watch a product's orders reach the database and report orders/s.
+    Drain {
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+        #[arg(long)]
+        product: i64,
+        /// Stop when this many orders exist.
+        #[arg(long)]
+        expected: i64,
+        #[arg(long, default_value_t = 600)]
+        timeout_s: u64,
+        #[command(flatten)]
+        out: OutArgs,
+    },
+    /// Audit a product after a run (reads the accepted members from its result file).
+    Audit {
+        #[command(flatten)]
+        audit: AuditArgs,
+        #[arg(long)]
+        product: i64,
+        /// A result file written by `rush` or `mixed`.
+        #[arg(long)]
+        results: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct TargetArgs {
+    /// The origin or edge to load, e.g. http://127.0.0.1:8787.
+    #[arg(
+        long,
+        env = "SECKILL_BENCH_URL",
+        default_value = "http://127.0.0.1:8787"
+    )]
+    url: String,
+    /// The member-token secret of the deployment.
+    #[arg(long, env = "SECKILL_TOKEN_SECRET", hide_env_values = true)]
+    secret: String,
+    /// The admin token, to create the sale the run loads.
+    #[arg(long, env = "SECKILL_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: String,
+    /// Concurrent connections (each a worker).
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+}
+
+#[derive(Args)]
+struct AuditArgs {
+    /// The deployment's database: when given, the run ends with an audit.
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: Option<String>,
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    #[arg(long, env = "SECKILL_KEY_PREFIX", default_value = "seckill:")]
+    key_prefix: String,
+    /// The origin's mode (SECKILL_MODE).
+    #[arg(long, value_enum, default_value_t = Mode::Reserve)]
+    mode: Mode,
+    /// How long to wait for the order queue to drain before auditing.
+    #[arg(long, default_value_t = 300)]
+    drain_timeout_s: u64,
+}
+
+#[derive(Args)]
+struct OutArgs {
+    /// Where the JSON result and the SVG charts go.
+    #[arg(long, default_value = "bench-results")]
+    out: PathBuf,
+    /// File name stem (default: the scenario).
+    #[arg(long)]
+    name: Option<String>,
+}
+
+impl OutArgs {
+    /// The file name stem of this run: `--name`, else the scenario.
+    fn stem(&self, scenario: &str) -> String {
+        self.name.clone().unwrap_or_else(|| scenario.to_string())
+    }
+
+    /// `<out>/<stem><suffix>`, creating the folder.
+    fn path(&self, stem: &str, suffix: &str) -> anyhow::Result<PathBuf> {
+        std::fs::create_dir_all(&self.out)?;
+        Ok(self.out.join(format!("{stem}{suffix}")))
+    }
+}
+
+fn session(target: &TargetArgs, quiet: bool) -> anyhow::Result<Session> {
+    Ok(Session {
+        base: target.url.trim_end_matches('/').to_string(),
+        target: client::Target::parse(&target.url)?,
+        secret: TokenSecret::new(target.secret.clone()).context("--secret is empty")?,
+        admin_token: target.admin_token.clone(),
+        concurrency: target.concurrency,
+        progress: !quiet && std::io::stderr().is_terminal(),
+    })
+}
+
+fn print_summary(label: &str, summary: &Summary) {
+    let l = &summary.latency_ms;
+    println!(
+        "{label}: {} requests in {:.2} s = {:.0} requests/s; latency ms p50 {:.2} p90 {:.2} p99 {:.2} max {:.2}",
+        summary.requests, summary.seconds, summary.requests_per_second, l.p50, l.p90, l.p99, l.max
+    );
+    let statuses: Vec<String> = summary
+        .by_status
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect();
+    println!(
+        "  answers: {}; answered by the edge: {}",
+        statuses.join(", "),
+        summary.served_by_edge
+    );
+}
+
+/// Throughput (by status) and latency charts of one run.
+fn write_charts(out: &OutArgs, stem: &str, title: &str, summary: &Summary) -> anyhow::Result<()> {
+    let mut statuses: Vec<&String> = summary.by_status.keys().collect();
+    statuses.sort();
+    let series: Vec<Series> = statuses
+        .iter()
+        .enumerate()
+        .map(|(i, status)| Series {
+            name: format!("answers {status}"),
+            color: COLORS[i % COLORS.len()],
+            points: summary
+                .timeline
+                .iter()
+                .map(|p| {
+                    (
+                        p.second,
+                        *p.statuses_per_second.get(*status).unwrap_or(&0) as f64,
+                    )
+                })
+                .collect(),
+        })
+        .collect();
+    std::fs::write(
+        out.path(stem, "-throughput.svg")?,
+        line_chart(
+            &format!("{title}: requests per second"),
+            "seconds since start",
+            "requests/s",
+            &series,
+        ),
+    )?;
+    let latency = vec![
+        Series {
+            name: "p50".into(),
+            color: COLORS[1],
+            points: summary
+                .timeline
+                .iter()
+                .map(|p| (p.second, p.p50_ms))
+                .collect(),
+        },
+        Series {
+            name: "p99".into(),
+            color: COLORS[0],
+            points: summary
+                .timeline
+                .iter()
+                .map(|p| (p.second, p.p99_ms))
+                .collect(),
+        },
+    ];
+    std::fs::write(
+        out.path(stem, "-latency.svg")?,
+        line_chart(
+            &format!("{title}: latency"),
+            "seconds since start",
+            "milliseconds",
+            &latency,
+        ),
+    )?;
+    Ok(())
+}
+
+fn write_json(out: &OutArgs, stem: &str, value: &impl serde::Serialize) -> anyhow::Result<PathBuf> {
+    let path = out.path(stem, ".json")?;
+    std::fs::write(&path, serde_json::to_string_pretty(value)?)?;
+    Ok(path)
+}
+
+/// Waits for the orders, charts them, then audits; false if a check failed.
+async fn audit_run(
+    args: &AuditArgs,
+    out: &OutArgs,
+    stem: &str,
+    product: i64,
+    accepted: &[i64],
+) -> anyhow::Result<bool> {
+    let Some(database_url) = &args.database_url else {
+        println!("  (no --database-url: audit skipped)");
+        return Ok(true);
+    };
+    let pool = audit::connect(database_url).await?;
+    let drained = drain::watch(
+        &pool,
+        product,
+        accepted.len() as i64,
+        Duration::from_secs(args.drain_timeout_s),
+    )
+    .await?;
+    println!(
+        "  orders written: {} of {}",
+        drained.written, drained.expected
+    );
+    std::fs::write(
+        out.path(stem, "-orders.svg")?,
+        line_chart(
+            "Orders written to the database",
+            "seconds since the load ended",
+            "orders",
+            &[Series {
+                name: "orders".into(),
+                color: COLORS[2],
+                points: drained
+                    .timeline
+                    .iter()
+                    .map(|(t, c)| (*t, *c as f64))
+                    .collect(),
+            }],
+        ),
+    )?;
+    let input = AuditInput {
+        database_url: database_url.clone(),
+        redis_url: args.redis_url.clone(),
+        key_prefix: args.key_prefix.clone(),
+        product,
+        mode: args.mode,
+        accepted: accepted.to_vec(),
+        drain_timeout: Duration::from_secs(args.drain_timeout_s),
+    };
+    println!("audit of product {product}:");
+    let checks = audit::audit(&input).await?;
+    let passed = audit::report(&checks);
+    write_json(out, &format!("{stem}-audit"), &checks)?;
+    Ok(passed)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<bool> {
+    let quiet = cli.quiet;
+    match cli.command {
+        Command::Rush {
+            target,
+            stock,
+            members,
+            rate,
+            audit,
+            out,
+        } => {
+            let session = session(&target, quiet)?;
+            let report = scenario::rush(&session, stock, members, rate).await?;
+            print_summary("rush", &report.summary);
+            println!(
+                "  product {}: {} of {stock} units sold",
+                report.product_id,
+                report.accepted_members.len()
+            );
+            let stem = out.stem("rush");
+            let path = write_json(&out, &stem, &report)?;
+            write_charts(&out, &stem, "Sell-out rush", &report.summary)?;
+            println!("  results: {}", path.display());
+            audit_run(
+                &audit,
+                &out,
+                &stem,
+                report.product_id,
+                &report.accepted_members,
+            )
+            .await
+        }
+        Command::Tail {
+            target,
+            requests,
+            out,
+        } => {
+            let session = session(&target, quiet)?;
+            let report = scenario::tail(&session, requests).await?;
+            print_summary("sold-out tail", &report.summary);
+            let stem = out.stem("tail");
+            let path = write_json(&out, &stem, &report)?;
+            write_charts(&out, &stem, "Sold-out tail", &report.summary)?;
+            println!("  results: {}", path.display());
+            Ok(true)
+        }
+        Command::Mixed {
+            target,
+            stock,
+            members,
+            pay_share,
+            audit,
+            out,
+        } => {
+            let session = session(&target, quiet)?;
+            let report = scenario::mixed(&session, stock, members, pay_share).await?;
+            print_summary("buys", &report.buys);
+            print_summary("result polls", &report.result_polls);
+            print_summary("payments", &report.payments);
+            println!(
+                "  {} bought, {} paid",
+                report.accepted_members.len(),
+                report.paid
+            );
+            let stem = out.stem("mixed");
+            let path = write_json(&out, &stem, &report)?;
+            write_charts(&out, &stem, "Mixed load (buys)", &report.buys)?;
+            println!("  results: {}", path.display());
+            audit_run(
+                &audit,
+                &out,
+                &stem,
+                report.product_id,
+                &report.accepted_members,
+            )
+            .await
+        }
+        Command::Drain {
+            database_url,
+            product,
+            expected,
+            timeout_s,
+            out,
+        } => {
+            let pool = audit::connect(&database_url).await?;
+            let report =
+                drain::watch(&pool, product, expected, Duration::from_secs(timeout_s)).await?;
+            println!(
+                "drain: {} of {} orders, {:.0} orders/s over {:.2} s",
+                report.written, report.expected, report.orders_per_second, report.seconds
+            );
+            let stem = out.stem("drain");
+            write_json(&out, &stem, &report)?;
+            std::fs::write(
+                out.path(&stem, ".svg")?,
+                line_chart(
+                    "Orders written to the database",
+                    "seconds",
+                    "orders",
+                    &[Series {
+                        name: "orders".into(),
+                        color: COLORS[2],
+                        points: report
+                            .timeline
+                            .iter()
+                            .map(|(t, c)| (*t, *c as f64))
+                            .collect(),
+                    }],
+                ),
+            )?;
+            Ok(report.written >= expected)
+        }
+        Command::Audit {
+            audit,
+            product,
+            results,
+        } => {
+            let text = std::fs::read_to_string(&results)
+                .with_context(|| format!("reading {}", results.display()))?;
+            let json: serde_json::Value = serde_json::from_str(&text)?;
+            let accepted: Vec<i64> = serde_json::from_value(json["accepted_members"].clone())
+                .context("the result file has no accepted_members")?;
+            let out = OutArgs {
+                out: results.parent().map(PathBuf::from).unwrap_or_default(),
+                name: None,
+            };
+            let stem = results
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "run".into());
+            audit_run(&audit, &out, &stem, product, &accepted).await
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Cli::parse()).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("seckill-bench: an invariant broke (see FAIL above)");
+            ExitCode::from(1)
+        }
+        Err(err) => {
+            eprintln!("seckill-bench: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}

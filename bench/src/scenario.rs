@@ -1,0 +1,382 @@
+//! The three load scenarios, and what they share: talking to the target's
+//! admin API, minting member tokens, the server's clock.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use http::Method;
+use rand::Rng;
+use seckill_shared::api::{CreateProduct, ProductView, ResultStatus, ResultView, TimeResponse};
+use seckill_shared::token::{self, TokenSecret};
+use seckill_shared::MemberId;
+use serde::Serialize;
+
+use crate::client::{Connection, Target};
+use crate::load::{self, Call, Plan};
+use crate::stats::{Recorder, Summary};
+
+/// The target and how to act on it.
+#[derive(Clone)]
+pub struct Session {
+    pub base: String,
+    pub target: Target,
+    pub secret: TokenSecret,
+    pub admin_token: String,
+    pub concurrency: usize,
+    pub progress: bool,
+}
+
+fn unix_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+impl Session {
+    /// Tokens for members `first..first + count`, valid for a day: minted
+    /// here, so no login round trip is part of what is measured.
+    pub fn tokens(&self, first: i64, count: usize) -> Arc<Vec<String>> {
+        let expires = unix_s() + 86_400;
+        Arc::new(
+            (0..count as i64)
+                .map(|i| {
+                    token::sign(
+                        &self.secret,
+                        MemberId::new(first + i).expect("positive"),
+                        expires,
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    async fn call_json<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<Bytes>,
+    ) -> anyhow::Result<(u16, Option<T>)> {
+        let mut connection = Connection::new(self.target.clone());
+        let answer = connection.send(method, path, bearer, body).await?;
+        let status = answer.status.as_u16();
+        Ok((status, serde_json::from_slice(&answer.body).ok()))
+    }
+
+    /// The server's clock minus this machine's, in milliseconds.
+    pub async fn clock_offset_ms(&self) -> anyhow::Result<i64> {
+        let sent = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64;
+        let (_, time): (u16, Option<TimeResponse>) =
+            self.call_json(Method::GET, "/api/time", None, None).await?;
+        let received = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64;
+        let now = time
+            .context("GET /api/time did not answer with a time")?
+            .now_ms as i64;
+        Ok(now - (sent + received) / 2)
+    }
+
+    /// Creates a sale through the admin API; it opens `start_in` from now
+    /// on the server's clock and lasts an hour.
+    pub async fn create_sale(
+        &self,
+        name: &str,
+        stock: i64,
+        start_in: Duration,
+    ) -> anyhow::Result<(ProductView, Instant)> {
+        let offset = self.clock_offset_ms().await?;
+        let server_now_ms =
+            SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64 + offset;
+        // Whole seconds: the sale opens at the next second boundary after start_in.
+        let starts_at = (server_now_ms + start_in.as_millis() as i64 + 999) / 1_000;
+        let body = CreateProduct {
+            name: name.to_string(),
+            price_cents: 19_900,
+            flash_price_cents: 990,
+            stock,
+            starts_at,
+            ends_at: starts_at + 3_600,
+        };
+        let (status, product): (u16, Option<ProductView>) = self
+            .call_json(
+                Method::POST,
+                "/admin/products",
+                Some(&self.admin_token),
+                Some(serde_json::to_vec(&body)?.into()),
+            )
+            .await?;
+        if status != 201 {
+            bail!("creating the sale was answered {status}: check --admin-token");
+        }
+        let opens_in_ms = (starts_at * 1_000 - server_now_ms).max(0) as u64;
+        Ok((
+            product.context("no product in the answer")?,
+            Instant::now() + Duration::from_millis(opens_in_ms),
+        ))
+    }
+
+    fn plan(&self, label: &str, total: usize, rate: Option<f64>, start_at: Instant) -> Plan {
+        Plan {
+            target: self.target.clone(),
+            concurrency: self.concurrency,
+            total,
+            rate,
+            start_at,
+            progress: self.progress,
+            label: label.to_string(),
+        }
+    }
+}
+
+fn buy_call(product: i64, tokens: Arc<Vec<String>>) -> Arc<dyn Fn(usize) -> Call + Send + Sync> {
+    let path = format!("/api/seckill/{product}/orders");
+    Arc::new(move |i| Call {
+        method: Method::POST,
+        path: path.clone(),
+        token: Some(tokens[i % tokens.len()].clone()),
+        body: None,
+    })
+}
+
+/// A load run's figures plus the members it got 202 for.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub scenario: &'static str,
+    pub target: String,
+    pub product_id: i64,
+    pub concurrency: usize,
+    pub rate_limit: Option<f64>,
+    pub summary: Summary,
+    pub accepted_members: Vec<i64>,
+}
+
+/// The sell-out rush: `members` members (one buy each) rush `stock` units,
+/// all firing at the start time.
+pub async fn rush(
+    session: &Session,
+    stock: i64,
+    members: usize,
+    rate: Option<f64>,
+) -> anyhow::Result<RunReport> {
+    let (product, start_at) = session
+        .create_sale("bench rush", stock, Duration::from_secs(2))
+        .await?;
+    let product_id = product.product_id.get();
+    let tokens = session.tokens(1, members);
+    let outcome = load::run(
+        session.plan("rush", members, rate, start_at),
+        buy_call(product_id, tokens),
+    )
+    .await;
+    let accepted_members = outcome
+        .statuses
+        .iter()
+        .enumerate()
+        .filter(|(_, status)| **status == 202)
+        .map(|(i, _)| i as i64 + 1)
+        .collect();
+    Ok(RunReport {
+        scenario: "rush",
+        target: session.base.clone(),
+        product_id,
+        concurrency: session.concurrency,
+        rate_limit: rate,
+        summary: outcome.recorder.summary(),
+        accepted_members,
+    })
+}
+
+/// The sold-out tail: a sale that is already sold out, and `requests` more
+/// buyers, each once.
+pub async fn tail(session: &Session, requests: usize) -> anyhow::Result<RunReport> {
+    let (product, start_at) = session.create_sale("bench tail", 1, Duration::ZERO).await?;
+    let product_id = product.product_id.get();
+    tokio::time::sleep_until(start_at.into()).await;
+    let first = session.tokens(1, 2);
+    let path = format!("/api/seckill/{product_id}/orders");
+    let (bought, _): (u16, Option<serde_json::Value>) = session
+        .call_json(Method::POST, &path, Some(&first[0]), None)
+        .await?;
+    if bought != 202 {
+        bail!("the one unit of the tail's sale could not be bought ({bought})");
+    }
+    // One more buyer learns the sell-out, as the first of the tail would.
+    session
+        .call_json::<serde_json::Value>(Method::POST, &path, Some(&first[1]), None)
+        .await?;
+    let tokens = session.tokens(3, requests);
+    let outcome = load::run(
+        session.plan("tail", requests, None, Instant::now()),
+        buy_call(product_id, tokens),
+    )
+    .await;
+    Ok(RunReport {
+        scenario: "tail",
+        target: session.base.clone(),
+        product_id,
+        concurrency: session.concurrency,
+        rate_limit: None,
+        summary: outcome.recorder.summary(),
+        accepted_members: vec![1],
+    })
+}
+
+/// The mixed scenario's figures, by kind of request.
+#[derive(Debug, Clone, Serialize)]
+pub struct MixedReport {
+    pub scenario: &'static str,
+    pub target: String,
+    pub product_id: i64,
+    pub buys: Summary,
+    pub result_polls: Summary,
+    pub payments: Summary,
+    pub accepted_members: Vec<i64>,
+    pub paid: usize,
+}
+
+/// Members buy, poll their result until the order is written, and a share
+/// of them pay.
+pub async fn mixed(
+    session: &Session,
+    stock: i64,
+    members: usize,
+    pay_share: f64,
+) -> anyhow::Result<MixedReport> {
+    let (product, start_at) = session
+        .create_sale("bench mixed", stock, Duration::from_secs(2))
+        .await?;
+    let product_id = product.product_id.get();
+    let tokens = session.tokens(1, members);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..session.concurrency.max(1) {
+        let (tokens, next, target) = (tokens.clone(), next.clone(), session.target.clone());
+        workers.spawn(async move {
+            let mut connection = Connection::new(target);
+            let mut recorders = [
+                Recorder::new(start_at),
+                Recorder::new(start_at),
+                Recorder::new(start_at),
+            ];
+            let mut accepted = Vec::new();
+            let mut paid = 0;
+            tokio::time::sleep_until(start_at.into()).await;
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= tokens.len() {
+                    break;
+                }
+                let token = tokens[i].as_str();
+                let member = i as i64 + 1;
+                let Some(status) = timed(
+                    &mut connection,
+                    &mut recorders[0],
+                    Method::POST,
+                    &format!("/api/seckill/{product_id}/orders"),
+                    token,
+                )
+                .await
+                else {
+                    continue;
+                };
+                if status.0 != 202 {
+                    continue;
+                }
+                accepted.push(member);
+                let mut delay = Duration::from_millis(50);
+                let order = loop {
+                    let Some((_, body)) = timed(
+                        &mut connection,
+                        &mut recorders[1],
+                        Method::GET,
+                        &format!("/api/seckill/{product_id}/result"),
+                        token,
+                    )
+                    .await
+                    else {
+                        break None;
+                    };
+                    match serde_json::from_slice::<ResultView>(&body) {
+                        Ok(ResultView {
+                            status: ResultStatus::Success,
+                            order_id: Some(order),
+                        }) => break Some(order),
+                        Ok(ResultView {
+                            status: ResultStatus::Queued,
+                            ..
+                        }) => {}
+                        _ => break None,
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_millis(500));
+                };
+                if let Some(order) = order {
+                    if rand::rng().random_bool(pay_share.clamp(0.0, 1.0)) {
+                        if let Some((200, _)) = timed(
+                            &mut connection,
+                            &mut recorders[2],
+                            Method::POST,
+                            &format!("/api/orders/{order}/pay"),
+                            token,
+                        )
+                        .await
+                        {
+                            paid += 1;
+                        }
+                    }
+                }
+            }
+            (recorders, accepted, paid)
+        });
+    }
+    let mut totals = [
+        Recorder::new(start_at),
+        Recorder::new(start_at),
+        Recorder::new(start_at),
+    ];
+    let (mut accepted_members, mut paid) = (Vec::new(), 0);
+    while let Some(done) = workers.join_next().await {
+        let (recorders, accepted, worker_paid) = done?;
+        for (total, recorder) in totals.iter_mut().zip(&recorders) {
+            total.merge(recorder);
+        }
+        accepted_members.extend(accepted);
+        paid += worker_paid;
+    }
+    accepted_members.sort();
+    Ok(MixedReport {
+        scenario: "mixed",
+        target: session.base.clone(),
+        product_id,
+        buys: totals[0].summary(),
+        result_polls: totals[1].summary(),
+        payments: totals[2].summary(),
+        accepted_members,
+        paid,
+    })
+}
+
+/// Sends one request and records it; `None` when there was no answer.
+async fn timed(
+    connection: &mut Connection,
+    recorder: &mut Recorder,
+    method: Method,
+    path: &str,
+    token: &str,
+) -> Option<(u16, Bytes)> {
+    let sent = Instant::now();
+    let answer = connection.send(method, path, Some(token), None).await;
+    let latency = sent.elapsed();
+    match answer {
+        Ok(answer) => {
+            recorder.record(answer.status.as_u16(), answer.served_by_edge, sent, latency);
+            Some((answer.status.as_u16(), answer.body))
+        }
+        Err(_) => {
+            recorder.record(0, false, sent, latency);
+            None
+        }
+    }
+}
