@@ -38,16 +38,12 @@ pub struct Check {
     pub detail: String,
 }
 
-pub fn connect(
-    database_url: &str,
-) -> impl std::future::Future<Output = anyhow::Result<AnyPool>> + '_ {
-    async move {
-        sqlx::any::install_default_drivers();
-        Ok(sqlx::any::AnyPoolOptions::new()
-            .max_connections(2)
-            .connect(database_url)
-            .await?)
-    }
+pub async fn connect(database_url: &str) -> anyhow::Result<AnyPool> {
+    sqlx::any::install_default_drivers();
+    Ok(sqlx::any::AnyPoolOptions::new()
+        .max_connections(2)
+        .connect(database_url)
+        .await?)
 }
 
 /// (pending, not yet delivered) entries of the product's order stream.
