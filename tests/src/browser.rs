@@ -176,6 +176,19 @@ impl Browser {
     }
 
     pub async fn close(self) {
-        let _ = self.client.close().await;
+        let _ = self.client.clone().close().await;
+    }
+}
+
+impl Drop for Browser {
+    /// A test that fails before `close` leaves Chromium running once
+    /// ChromeDriver is killed: end the processes of this browser's own
+    /// profile, and only those.
+    fn drop(&mut self) {
+        let profile = format!("--user-data-dir={}", self._profile.path().display());
+        let _ = std::process::Command::new("pkill")
+            .arg("-f")
+            .arg(profile)
+            .status();
     }
 }
