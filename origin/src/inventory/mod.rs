@@ -7,10 +7,16 @@
 //! `ConnectionManager`: when Redis is down calls fail fast (the API answers
 //! 503) and the next call after Redis returns reconnects by itself.
 
+mod batcher;
+
+use std::sync::Arc;
 use std::time::Duration;
 
+use batcher::ReserveBatcher;
+pub use batcher::ReserveError;
+
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Script, Value};
+use redis::Script;
 use seckill_shared::api::SoldOutSnapshot;
 use seckill_shared::keys::{DeadlineEntry, MemberState, RedisKeys, ORDER_GROUP};
 use seckill_shared::{MemberId, ProductId};
@@ -29,7 +35,6 @@ pub enum ReserveOutcome {
 }
 
 struct Scripts {
-    reserve: Script,
     preheat: Script,
     mark_sold_out: Script,
     ack_orders: Script,
@@ -89,9 +94,10 @@ pub struct WrittenOrder<'a> {
 #[derive(Clone)]
 pub struct Inventory {
     conn: ConnectionManager,
+    batcher: ReserveBatcher,
     client: redis::Client,
     keys: RedisKeys,
-    scripts: std::sync::Arc<Scripts>,
+    scripts: Arc<Scripts>,
 }
 
 /// Reserve-script source, public so the benchmark can run the very same
@@ -104,11 +110,16 @@ impl Inventory {
     pub fn new(redis_url: &str, keys: RedisKeys) -> redis::RedisResult<Self> {
         let client = redis::Client::open(redis_url)?;
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), connection_config())?;
+        let batcher = ReserveBatcher::start(
+            conn.clone(),
+            keys.clone(),
+            Arc::new(Script::new(RESERVE_LUA)),
+        );
         Ok(Self {
             conn,
+            batcher,
             keys,
-            scripts: std::sync::Arc::new(Scripts {
-                reserve: Script::new(RESERVE_LUA),
+            scripts: Arc::new(Scripts {
                 preheat: Script::new(include_str!("preheat.lua")),
                 mark_sold_out: Script::new(include_str!("mark_sold_out.lua")),
                 ack_orders: Script::new(include_str!("ack_orders.lua")),
@@ -142,24 +153,14 @@ impl Inventory {
         redis::cmd("PING").query_async::<()>(&mut conn).await
     }
 
-    /// The buy decision: one script call, one round trip.
+    /// The buy decision: one script call (shared with the other buys of
+    /// the item waiting at the same moment), at most one round trip.
     pub async fn reserve(
         &self,
         product: ProductId,
         member: MemberId,
-    ) -> redis::RedisResult<ReserveOutcome> {
-        let mut conn = self.conn.clone();
-        let reply: Vec<Value> = self
-            .scripts
-            .reserve
-            .key(self.keys.item(product))
-            .key(self.keys.members(product))
-            .key(self.keys.orders(product))
-            .arg(member.get())
-            .arg(product.get())
-            .invoke_async(&mut conn)
-            .await?;
-        parse_reserve(reply)
+    ) -> Result<ReserveOutcome, ReserveError> {
+        self.batcher.reserve(product, member).await
     }
 
     /// Loads one item from its database row unless it is already live.
@@ -611,31 +612,6 @@ fn connection_config() -> ConnectionManagerConfig {
         .set_number_of_retries(1)
         .set_min_delay(Duration::from_millis(50))
         .set_max_delay(Duration::from_millis(500))
-}
-
-fn parse_reserve(reply: Vec<Value>) -> redis::RedisResult<ReserveOutcome> {
-    let mut parts = reply.into_iter();
-    let verdict: String = match parts.next() {
-        Some(value) => redis::from_redis_value(value)?,
-        None => return Err(unexpected("empty reply from the reserve script")),
-    };
-    Ok(match verdict.as_str() {
-        "queued" => {
-            let stock_left: i64 = redis::from_redis_value(parts.next().unwrap_or(Value::Nil))?;
-            let seq: i64 = redis::from_redis_value(parts.next().unwrap_or(Value::Nil))?;
-            ReserveOutcome::Queued { stock_left, seq }
-        }
-        "sold_out" => ReserveOutcome::SoldOut,
-        "already_ordered" => ReserveOutcome::AlreadyOrdered,
-        "not_started" => ReserveOutcome::NotStarted,
-        "ended" => ReserveOutcome::Ended,
-        "unknown_product" => ReserveOutcome::UnknownProduct,
-        _ => return Err(unexpected("unknown verdict from the reserve script")),
-    })
-}
-
-fn unexpected(what: &'static str) -> redis::RedisError {
-    redis::RedisError::from((redis::ErrorKind::Parse, what))
 }
 
 /// One field of an `XINFO STREAM` reply (a flat name/value array).

@@ -15,7 +15,7 @@ use crate::clock::unix_s;
 use crate::config::BuyMode;
 use crate::error::ApiError;
 use crate::extract::{AuthedMember, PathId};
-use crate::inventory::ReserveOutcome;
+use crate::inventory::{ReserveError, ReserveOutcome};
 use crate::state::AppState;
 
 pub async fn buy(
@@ -103,30 +103,38 @@ async fn settle_failed_reserve(
     state: &AppState,
     product: ProductId,
     member: MemberId,
-    err: redis::RedisError,
+    err: ReserveError,
 ) -> Result<(), ApiError> {
-    let ambiguous = err.is_timeout() || err.is_connection_dropped() || err.is_unrecoverable_error();
-    if !ambiguous || err.is_connection_refusal() {
-        return Err(err.into());
+    tracing::warn!(product = product.get(), member = member.get(), error = %err, "reserve call failed");
+    if !err.ambiguous {
+        return Err(ApiError::new(ErrorCode::Unavailable));
     }
     for attempt in 0..3 {
         if attempt > 0 {
             tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         }
         match state.inventory.member_state(product, member).await {
-            Ok(Some(MemberState::Queued { .. })) => {
-                tracing::warn!(product = product.get(), member = member.get(), error = %err,
-                    "reserve reply lost, but the reservation exists");
+            // Queued, or already written by a consumer while Redis was being
+            // asked again: either way the member holds a reservation.
+            Ok(Some(MemberState::Queued { .. } | MemberState::Ordered { .. })) => {
+                tracing::warn!(
+                    product = product.get(),
+                    member = member.get(),
+                    "reserve reply lost, but the reservation exists"
+                );
                 state.metrics.reservations.inc();
                 return Ok(());
             }
             // Redis answered and holds no reservation for this member.
-            Ok(_) => return Err(err.into()),
+            Ok(_) => return Err(ApiError::new(ErrorCode::Unavailable)),
             Err(_) => continue,
         }
     }
-    tracing::warn!(product = product.get(), member = member.get(), error = %err,
-        "reserve outcome unknown: redis stopped answering mid-request");
+    tracing::warn!(
+        product = product.get(),
+        member = member.get(),
+        "reserve outcome unknown: redis stopped answering mid-request"
+    );
     Err(ApiError::with_message(
         ErrorCode::Unavailable,
         OUTCOME_UNKNOWN,
@@ -154,7 +162,13 @@ async fn recover_unknown(
         return Ok(ReserveOutcome::Ended);
     }
     state.metrics.preheats.inc();
-    Ok(state.inventory.reserve(product, member).await?)
+    match state.inventory.reserve(product, member).await {
+        Ok(outcome) => Ok(outcome),
+        Err(err) => {
+            tracing::warn!(product = product.get(), error = %err, "reserve after reloading the item failed");
+            Err(ApiError::new(ErrorCode::Unavailable))
+        }
+    }
 }
 
 /// Raises the local flag; the first time this node sees the sell-out it also
