@@ -59,7 +59,7 @@ pub async fn handle(mut req: Request, env: &Env, config: &EdgeConfig) -> Result<
         Route::SoldOut => sold_out(config, &request_id).await,
         Route::Time => edge_json(&TimeResponse { now_ms: now_ms() }, 200),
         Route::Forward => forward(&mut req, config, &request_id, None).await,
-        Route::Page(path) => page(&path),
+        Route::Page(path) => page(&req, &path),
         Route::BadId(id) => edge_error(&Refusal::with_message(
             ErrorCode::BadRequest,
             format!("{id:?} is not a valid id (a positive whole number)"),
@@ -331,14 +331,23 @@ fn request_id(req: &Request) -> Result<String> {
     Ok(format!("edge-{:x}-{random:08x}", now_ms()))
 }
 
-fn page(path: &str) -> Result<Response> {
+/// A storefront file from the bundle (304 when the browser's copy is current).
+fn page(req: &Request, path: &str) -> Result<Response> {
     let Some(asset) = seckill_shared::assets::lookup(path) else {
         return edge_error(&Refusal::new(ErrorCode::NotFound));
     };
     let headers = Headers::new();
-    headers.set("content-type", asset.content_type)?;
-    headers.set("cache-control", "public, max-age=60")?;
+    headers.set("cache-control", seckill_shared::assets::CACHE_CONTROL)?;
+    headers.set("etag", &asset.etag_header())?;
     headers.set(SERVED_BY, "edge")?;
+    if req
+        .headers()
+        .get("if-none-match")?
+        .is_some_and(|value| asset.matches(&value))
+    {
+        return Ok(Response::empty()?.with_status(304).with_headers(headers));
+    }
+    headers.set("content-type", asset.content_type)?;
     Ok(Response::from_bytes(asset.body.to_vec())?.with_headers(headers))
 }
 

@@ -392,4 +392,32 @@ async fn the_edge_serves_the_same_pages_as_the_origin() {
         .header("content-type")
         .unwrap()
         .starts_with("text/html"));
+
+    // Both name the bytes with the same ETag and make the browser revalidate,
+    // so a redeployed storefront is picked up on the next load, and an
+    // unchanged one costs a 304 with no body.
+    let etag = from_edge.header("etag").expect("the edge sends an etag");
+    assert_eq!(from_origin.header("etag"), Some(etag));
+    for reply in [&from_edge, &from_origin] {
+        assert_eq!(reply.header("cache-control"), Some("no-cache"));
+    }
+    for api in [edge.api(), origin.api()] {
+        let revalidated = api
+            .send_raw(
+                api.http()
+                    .get(format!("{}/", api.base()))
+                    .header("if-none-match", etag),
+            )
+            .await;
+        assert_eq!(revalidated.status, 304, "{} revalidates", api.base());
+        assert_eq!(revalidated.body, serde_json::Value::String(String::new()));
+        let stale = api
+            .send_raw(
+                api.http()
+                    .get(format!("{}/", api.base()))
+                    .header("if-none-match", "\"0000\""),
+            )
+            .await;
+        assert_eq!(stale.status, 200, "an old copy gets the new bytes");
+    }
 }
