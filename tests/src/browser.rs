@@ -36,8 +36,9 @@ fn require(tool: &str) {
 }
 
 impl Browser {
-    /// A fresh browser (its own profile: its own local storage) with a
-    /// window of `width` × `height` CSS pixels.
+    /// A fresh browser (its own profile: its own local storage) showing
+    /// pages at `width` × `height` CSS pixels. Below 500 px the viewport is
+    /// emulated as a phone's: a headless window is never narrower than that.
     pub async fn open(label: &str, width: u32, height: u32) -> Self {
         require(CHROMIUM);
         require("chromedriver");
@@ -66,19 +67,22 @@ impl Browser {
 
         let profile = ScratchDir::new("chromium");
         let mut capabilities = serde_json::Map::new();
-        capabilities.insert(
-            "goog:chromeOptions".into(),
-            json!({
-                "binary": CHROMIUM,
-                "args": [
-                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                    "--disable-quic", "--no-first-run", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync", "--hide-scrollbars",
-                    format!("--user-data-dir={}", profile.path().display()),
-                    format!("--window-size={width},{height}"),
-                ],
-            }),
-        );
+        let mut chrome_options = json!({
+            "binary": CHROMIUM,
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+                format!("--user-data-dir={}", profile.path().display()),
+                format!("--window-size={width},{height}"),
+            ],
+        });
+        if width < 500 {
+            chrome_options["mobileEmulation"] = json!({
+                "deviceMetrics": { "width": width, "height": height, "pixelRatio": 1.0, "mobile": true, "touch": true }
+            });
+        }
+        capabilities.insert("goog:chromeOptions".into(), chrome_options);
         let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
             .capabilities(capabilities)
             .connect(&webdriver)

@@ -53,7 +53,7 @@ async fn a_buyer_on_a_phone_buys_pays_and_others_see_why_not() {
         .get();
     let open = api.create_sale(&Sale::open(5)).await.product_id.get();
 
-    let mut browser = Browser::open(label, 390, 844).await;
+    let mut browser = Browser::open(label, 360, 740).await;
     browser
         .goto(&format!("{}/?product={soon}", origin.url()))
         .await;
@@ -65,13 +65,13 @@ async fn a_buyer_on_a_phone_buys_pays_and_others_see_why_not() {
         !browser.is_enabled("#buy").await,
         "no buying before the start"
     );
-    let fits = browser
-        .script("return document.documentElement.scrollWidth <= window.innerWidth;")
+    let width = browser
+        .script("return [window.innerWidth, document.documentElement.scrollWidth];")
         .await;
     assert_eq!(
-        fits,
-        serde_json::json!(true),
-        "nothing overflows a phone-width screen"
+        width,
+        serde_json::json!([360, 360]),
+        "a 360 px phone screen, and nothing wider"
     );
     browser.screenshot("countdown").await;
     browser.wait_enabled("#buy", Duration::from_secs(25)).await;
