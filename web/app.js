@@ -199,6 +199,13 @@ async function buy() {
     if (err instanceof ApiError && err.code === "already_ordered") {
       state.held = true;
       await followResult();
+    } else if (err instanceof ApiError && err.code === "unavailable" && err.message.includes("may or may not")) {
+      // The buy reached the shop, which went silent before answering: it may
+      // have been reserved. Ask rather than tell the buyer to try again.
+      say("The shop stopped answering mid-purchase. Checking whether your unit was reserved…");
+      state.busy = true;
+      render();
+      if ((await followResult()) === "none") say(MESSAGES.unavailable, "bad");
     } else {
       say(explain(err), "bad");
       if (err instanceof ApiError && err.code === "unauthorized") signOut();
@@ -208,7 +215,10 @@ async function buy() {
   render();
 }
 
-/** Polls the result until the order is written or the reservation failed. */
+/**
+ * Polls the result until the order is written, the reservation failed, or
+ * there is none; returns that final status.
+ */
 async function followResult() {
   let delay = 250;
   for (;;) {
@@ -226,19 +236,19 @@ async function followResult() {
       say("Your order is in. Pay before the deadline to keep it.", "good");
       loadProduct();
       await showOrder(result.order_id);
-      return;
+      return result.status;
     }
     if (result.status === "failed") {
       state.busy = false;
       state.held = false;
       step("failed", "Reservation failed — the unit went back");
       say("Your reservation could not be completed and the unit went back. You may try again.", "bad");
-      return;
+      return result.status;
     }
     if (result.status === "none") {
       state.busy = false;
       state.held = false;
-      return;
+      return result.status;
     }
     await sleep(delay);
     delay = Math.min(delay * 2, 2000);

@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 
 use seckill_shared::api::{ErrorBody, ProductView, SoldOutSnapshot, TimeResponse};
+use seckill_shared::error_code::OUTCOME_UNKNOWN;
 use seckill_shared::{ErrorCode, MemberId, ProductId};
 use worker::{Date, Env, Headers, Method, Request, Response, Result};
 
@@ -43,23 +44,37 @@ pub fn variable(env: &Env, name: &str) -> Option<String> {
 }
 
 pub async fn handle(mut req: Request, env: &Env, config: &EdgeConfig) -> Result<Response> {
-    let method = req.method();
-    let route = route::route(method.as_ref(), &req.path());
     let request_id = request_id(&req)?;
-    match route {
-        Route::Buy(product) => buy(&mut req, env, config, product, &request_id).await,
+    let mut response = answer(&mut req, env, config, &request_id).await?;
+    // Every answer names its request, so a buyer's report can be traced
+    // through the edge and the origin logs. The origin echoes the id itself
+    // (and its answers arrive with headers that cannot be changed).
+    if response.headers().get("x-request-id")?.is_none() {
+        response.headers_mut().set("x-request-id", &request_id)?;
+    }
+    Ok(response)
+}
+
+async fn answer(
+    req: &mut Request,
+    env: &Env,
+    config: &EdgeConfig,
+    request_id: &str,
+) -> Result<Response> {
+    match route::route(req.method().as_ref(), &req.path()) {
+        Route::Buy(product) => buy(req, env, config, product, request_id).await,
         Route::Result(_) | Route::Order(_) => {
             let now_s = now_ms() / 1_000;
-            match decide::member(config, authorization(&req)?.as_deref(), now_s) {
-                Ok(member) => forward(&mut req, config, &request_id, Some(member)).await,
+            match decide::member(config, authorization(req)?.as_deref(), now_s) {
+                Ok(member) => forward(req, config, request_id, Some(member)).await,
                 Err(refusal) => edge_error(&refusal),
             }
         }
-        Route::Product(product) => product_read(config, product, &request_id).await,
-        Route::SoldOut => sold_out(config, &request_id).await,
+        Route::Product(product) => product_read(config, product, request_id).await,
+        Route::SoldOut => sold_out(config, request_id).await,
         Route::Time => edge_json(&TimeResponse { now_ms: now_ms() }, 200),
-        Route::Forward => forward(&mut req, config, &request_id, None).await,
-        Route::Page(path) => page(&req, &path),
+        Route::Forward => forward(req, config, request_id, None).await,
+        Route::Page(path) => page(req, &path),
         Route::BadId(id) => edge_error(&Refusal::with_message(
             ErrorCode::BadRequest,
             format!("{id:?} is not a valid id (a positive whole number)"),
@@ -104,19 +119,33 @@ async fn buy(
 
     let mut answer = match forward_raw(req, config, request_id, Some(member)).await {
         Ok(answer) => answer,
-        Err(_) => return edge_error(&Refusal::new(ErrorCode::Unavailable)),
+        // The buy went out and may have been carried out: say so, so the
+        // buyer asks for the result instead of buying again.
+        Err(OriginDown::TimedOut) => {
+            return edge_error(&Refusal::with_message(
+                ErrorCode::Unavailable,
+                OUTCOME_UNKNOWN,
+            ))
+        }
+        Err(OriginDown::Unreachable(_)) => {
+            return edge_error(&Refusal::new(ErrorCode::Unavailable))
+        }
     };
     if answer.status_code() != 409 {
         return Ok(answer);
     }
     // Learn from the origin's refusal: a sold-out answer raises the flag.
+    // The body was read to learn it, so the answer is rebuilt with the
+    // origin's own headers.
     let status = answer.status_code();
     let text = answer.text().await?;
     if serde_json::from_str::<ErrorBody>(&text).is_ok_and(|body| body.error == ErrorCode::SoldOut) {
         with_state(config, |s| s.learn_sold_out(product, now_ms()));
     }
     let headers = Headers::new();
-    headers.set("content-type", "application/json")?;
+    for (name, value) in answer.headers().entries() {
+        headers.set(&name, &value)?;
+    }
     Ok(Response::ok(text)?
         .with_status(status)
         .with_headers(headers))
@@ -139,10 +168,11 @@ async fn binding_allows(env: &Env, member: MemberId) -> bool {
 /// A failure leaves the flags as they are (they expire by themselves).
 async fn refresh_sold_out(config: &EdgeConfig, request_id: &str) {
     let refresh_ms = config.sold_out_refresh.as_millis() as u64;
+    let asked_ms = now_ms();
     let due = with_state(config, |s| {
-        let due = s.sold_out_snapshot_due(now_ms(), refresh_ms);
+        let due = s.sold_out_snapshot_due(asked_ms, refresh_ms);
         if due {
-            s.sold_out_snapshot_started(now_ms());
+            s.sold_out_snapshot_started(asked_ms);
         }
         due
     });
@@ -158,7 +188,9 @@ async fn refresh_sold_out(config: &EdgeConfig, request_id: &str) {
     };
     if let Ok(mut response) = client.get("/api/soldout", headers).await {
         if let Ok(snapshot) = response.json::<SoldOutSnapshot>().await {
-            with_state(config, |s| s.apply_sold_out_snapshot(&snapshot, now_ms()));
+            with_state(config, |s| {
+                s.apply_sold_out_snapshot(&snapshot, asked_ms, now_ms())
+            });
         }
     }
 }
@@ -192,7 +224,8 @@ async fn fetch_product(
         base: &config.origin_url,
         timeout: config.origin_timeout,
     };
-    let headers = origin_headers(request_id, None).map_err(|e| OriginDown(e.to_string()))?;
+    let headers =
+        origin_headers(request_id, None).map_err(|e| OriginDown::Unreachable(e.to_string()))?;
     let mut response = client
         .get(&format!("/api/products/{product}"), headers)
         .await?;
@@ -201,7 +234,7 @@ async fn fetch_product(
             let view: ProductView = response
                 .json()
                 .await
-                .map_err(|e| OriginDown(e.to_string()))?;
+                .map_err(|e| OriginDown::Unreachable(e.to_string()))?;
             with_state(config, |s| {
                 s.remember_product(product, Some(view.clone()), now_ms())
             });
@@ -211,7 +244,7 @@ async fn fetch_product(
             with_state(config, |s| s.remember_product(product, None, now_ms()));
             Ok((None, 404))
         }
-        status => Err(OriginDown(format!("origin answered {status}"))),
+        status => Err(OriginDown::Unreachable(format!("origin answered {status}"))),
     }
 }
 
@@ -282,7 +315,7 @@ async fn forward_raw(
     request_id: &str,
     member: Option<MemberId>,
 ) -> std::result::Result<Response, OriginDown> {
-    let fail = |e: worker::Error| OriginDown(e.to_string());
+    let fail = |e: worker::Error| OriginDown::Unreachable(e.to_string());
     let headers = origin_headers(request_id, member).map_err(fail)?;
     for name in ["authorization", "content-type", "accept"] {
         if let Some(value) = req.headers().get(name).map_err(fail)? {

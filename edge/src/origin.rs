@@ -11,7 +11,14 @@ use worker::{AbortController, Delay, Fetch, Headers, Method, Request, RequestIni
 
 /// The origin could not be asked or did not answer in time.
 #[derive(Debug)]
-pub struct OriginDown(pub String);
+pub enum OriginDown {
+    /// No usable answer (refused, reset, or an answer the edge could not
+    /// read).
+    Unreachable(String),
+    /// The request went out and nothing came back within the deadline: the
+    /// origin may have carried it out.
+    TimedOut,
+}
 
 pub struct OriginClient<'a> {
     pub base: &'a str,
@@ -35,7 +42,8 @@ impl OriginClient<'_> {
                 worker::js_sys::Uint8Array::from(body.as_slice()).into(),
             ));
         }
-        let request = Request::new_with_init(&url, &init).map_err(|e| OriginDown(e.to_string()))?;
+        let request = Request::new_with_init(&url, &init)
+            .map_err(|e| OriginDown::Unreachable(e.to_string()))?;
         let controller = AbortController::default();
         let signal = controller.signal();
         let fetch = Fetch::Request(request);
@@ -43,13 +51,10 @@ impl OriginClient<'_> {
         let timer = std::pin::pin!(Delay::from(self.timeout));
         match select(call, timer).await {
             Either::Left((Ok(response), _)) => Ok(response),
-            Either::Left((Err(err), _)) => Err(OriginDown(err.to_string())),
+            Either::Left((Err(err), _)) => Err(OriginDown::Unreachable(err.to_string())),
             Either::Right(_) => {
                 controller.abort();
-                Err(OriginDown(format!(
-                    "no answer within {} ms",
-                    self.timeout.as_millis()
-                )))
+                Err(OriginDown::TimedOut)
             }
         }
     }

@@ -65,10 +65,17 @@ impl EdgeState {
         self.sold_out_fetched_ms = Some(now_ms);
     }
 
-    /// Replaces every flag with the origin's snapshot (each for one TTL).
-    pub fn apply_sold_out_snapshot(&mut self, snapshot: &SoldOutSnapshot, now_ms: u64) {
+    /// Replaces the flags with the origin's snapshot, asked for at
+    /// `asked_ms` (each for one TTL); a flag learnt from a buy's 409 while
+    /// the snapshot was on its way is newer and stays.
+    pub fn apply_sold_out_snapshot(
+        &mut self,
+        snapshot: &SoldOutSnapshot,
+        asked_ms: u64,
+        now_ms: u64,
+    ) {
         self.sold_out
-            .replace_all(snapshot.sold_out.iter().copied(), now_ms);
+            .replace_all(snapshot.sold_out.iter().copied(), asked_ms, now_ms);
         self.sold_out_version = snapshot.version;
     }
 
@@ -177,11 +184,29 @@ mod tests {
                 version: 4,
                 sold_out: vec![p(2)],
             },
+            50,
             100,
         );
         assert!(!state.is_sold_out(p(1), 100));
         assert!(state.is_sold_out(p(2), 100));
         assert_eq!(state.sold_out_snapshot(100).version, 4);
+    }
+
+    #[test]
+    fn a_snapshot_does_not_clear_a_newer_sold_out_answer() {
+        let mut state = EdgeState::new(&config());
+        state.sold_out_snapshot_started(0);
+        // A buy learns p(3) is sold out while the snapshot is in flight.
+        state.learn_sold_out(p(3), 40);
+        state.apply_sold_out_snapshot(
+            &SoldOutSnapshot {
+                version: 1,
+                sold_out: vec![],
+            },
+            0,
+            60,
+        );
+        assert!(state.is_sold_out(p(3), 60));
     }
 
     #[test]

@@ -45,10 +45,17 @@ impl ProductFlags {
         flags.clear(product);
     }
 
-    /// Replaces every flag with a full snapshot from Redis.
-    pub fn replace_all(&self, products: impl IntoIterator<Item = ProductId>) {
+    /// The clock flags are kept on; pass its reading taken before asking
+    /// Redis for a snapshot to [`Self::replace_all`].
+    pub fn now_ms(&self) -> u64 {
+        monotonic_ms()
+    }
+
+    /// Replaces the flags with a full snapshot from Redis asked for at
+    /// `asked_ms`, keeping flags raised since.
+    pub fn replace_all(&self, products: impl IntoIterator<Item = ProductId>, asked_ms: u64) {
         let mut flags = self.flags.write().unwrap_or_else(|e| e.into_inner());
-        flags.replace_all(products, monotonic_ms());
+        flags.replace_all(products, asked_ms, monotonic_ms());
     }
 
     pub fn raised(&self) -> Vec<ProductId> {

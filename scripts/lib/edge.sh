@@ -46,7 +46,7 @@ ensure_edge_toolchain() {
 # The environment wrangler runs in: no telemetry, no update check, nothing
 # fetched from Cloudflare.
 wrangler_env() {
-  export WRANGLER_SEND_METRICS=false WRANGLER_HIDE_BANNER=true CLOUDFLARE_CF_FETCH_ENABLED=false
+  export WRANGLER_SEND_METRICS=false WRANGLER_SEND_ERROR_REPORTS=false WRANGLER_HIDE_BANNER=true CLOUDFLARE_CF_FETCH_ENABLED=false
 }
 
 # build_edge ROOT: edge/build/index.js (+ the Wasm module), release build.

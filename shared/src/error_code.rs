@@ -6,6 +6,13 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The `unavailable` message when a buy reached something that then went
+/// silent (Redis behind the origin, or the origin behind the edge): it may
+/// have been carried out, and the result endpoint will say. Clients key on
+/// the words "may or may not" to poll rather than buy again.
+pub const OUTCOME_UNKNOWN: &str =
+    "the service stopped answering mid-request: the reservation may or may not exist; the result endpoint will say";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {

@@ -45,10 +45,19 @@ impl ExpiringFlags {
             .is_some_and(|&expires| now_ms < expires)
     }
 
-    /// Replaces every flag with exactly `products`, each for one TTL: used
-    /// when a full snapshot arrives (resubscription, `/api/soldout`).
-    pub fn replace_all(&mut self, products: impl IntoIterator<Item = ProductId>, now_ms: u64) {
-        self.expires_at_ms.clear();
+    /// Replaces the flags with a full snapshot (resubscription,
+    /// `/api/soldout`) that was asked for at `asked_ms`: each product in it
+    /// is raised for one TTL from `now_ms`. A flag raised at or after
+    /// `asked_ms` is newer than the snapshot and is kept.
+    pub fn replace_all(
+        &mut self,
+        products: impl IntoIterator<Item = ProductId>,
+        asked_ms: u64,
+        now_ms: u64,
+    ) {
+        let newer_than_snapshot = asked_ms.saturating_add(self.ttl_ms);
+        self.expires_at_ms
+            .retain(|_, expires| *expires >= newer_than_snapshot);
         for product in products {
             self.set(product, now_ms);
         }
@@ -98,10 +107,20 @@ mod tests {
         assert!(!flags.is_set(p(1), 1));
 
         flags.set(p(1), 0);
-        flags.replace_all([p(2), p(3)], 10);
+        flags.replace_all([p(2), p(3)], 5, 10);
         assert_eq!(flags.raised(10), vec![p(2), p(3)]);
         flags.purge_expired(2_000);
         assert!(flags.raised(0).is_empty());
+    }
+
+    #[test]
+    fn a_snapshot_keeps_flags_newer_than_itself() {
+        let mut flags = ExpiringFlags::new(1_000);
+        flags.set(p(1), 0);
+        // Asked for at 10; p(4) was learnt at 20, before the answer came.
+        flags.set(p(4), 20);
+        flags.replace_all([p(2)], 10, 30);
+        assert_eq!(flags.raised(30), vec![p(2), p(4)]);
     }
 
     #[test]

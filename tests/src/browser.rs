@@ -192,6 +192,8 @@ impl Drop for Browser {
         let profile = format!("--user-data-dir={}", self._profile.path().display());
         let _ = std::process::Command::new("pkill")
             .arg("-f")
+            // `--` or pkill would read the pattern as one of its own options.
+            .arg("--")
             .arg(profile)
             .status();
     }

@@ -72,6 +72,7 @@ impl Edge {
         command
             .current_dir(state.path())
             .env("WRANGLER_SEND_METRICS", "false")
+            .env("WRANGLER_SEND_ERROR_REPORTS", "false")
             .env("WRANGLER_HIDE_BANNER", "true")
             .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
             .env("CI", "true")

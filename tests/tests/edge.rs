@@ -3,10 +3,11 @@
 //! and how it behaves when stock returns or the origin goes away.
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use redis::AsyncCommands;
 use reqwest::Method;
+use seckill_shared::api::ResultStatus;
 use seckill_tests::checks::{keys, orders, pid, redis_stock, rush};
 use seckill_tests::client::{unix_now, unix_now_ms, Reply};
 use seckill_tests::{
@@ -343,7 +344,6 @@ async fn with_the_origin_down_buys_fail_closed_and_reads_keep_a_copy() {
 
     origin.stop().await;
     tokio::time::sleep(Duration::from_millis(300)).await; // past the TTL
-    let started = Instant::now();
     let buy = api.buy(product, 1).await;
     assert_eq!(
         (buy.status, buy.error()),
@@ -351,10 +351,7 @@ async fn with_the_origin_down_buys_fail_closed_and_reads_keep_a_copy() {
         "fail closed"
     );
     assert!(served_by_edge(&buy));
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "the origin timeout bounds the wait"
-    );
+    assert!(buy.header("x-request-id").is_some());
     let copy = api.get(&format!("/api/products/{product}")).await;
     assert_eq!(
         copy.status, 200,
@@ -371,6 +368,69 @@ async fn with_the_origin_down_buys_fail_closed_and_reads_keep_a_copy() {
     let mut conn = redis.connection().await;
     let stock: i64 = conn.hget(keys().item(pid(product)), "stock").await.unwrap();
     assert_eq!(stock, 10, "nothing was reserved");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_origin_is_cut_off_and_the_buyer_told_the_outcome_is_unknown() {
+    let label = "edge_origin_hung";
+    let redis = RedisServer::start().await;
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    let origin = Origin::start(OriginOptions::new(label, &redis, &db)).await;
+    // The product copy outlives the frozen spell, so the buy is forwarded
+    // (after the sold-out refresh has timed out) rather than refused for
+    // want of a product read.
+    let edge = Edge::start(
+        label,
+        origin.url(),
+        &[("ORIGIN_TIMEOUT_MS", "1000"), ("PRODUCT_TTL_MS", "30000")],
+    )
+    .await;
+    let api = edge.api();
+    let product = api.create_sale(&Sale::open(10)).await.product_id.get();
+    // The edge learns the product while the origin still answers.
+    assert_eq!(
+        api.get(&format!("/api/products/{product}")).await.status,
+        200
+    );
+
+    // A frozen origin accepts connections and never answers.
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(origin.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name}");
+    };
+    signal("STOP");
+    let buy = api
+        .send_raw(
+            api.http()
+                .post(format!("{}/api/seckill/{product}/orders", api.base()))
+                .bearer_auth(Api::token(7))
+                .header("x-request-id", "hung-origin-buy"),
+        )
+        .await;
+    signal("CONT");
+    assert_eq!((buy.status, buy.error()), (503, Some("unavailable")));
+    assert!(served_by_edge(&buy));
+    assert_eq!(buy.header("x-request-id"), Some("hung-origin-buy"));
+    let message = buy.body["message"].as_str().unwrap();
+    assert!(
+        message.contains("may or may not"),
+        "the buy went out, so the edge cannot say nothing was reserved: {message}"
+    );
+
+    // Whatever the thawed origin did with it, the result endpoint and the
+    // stock agree: one unit is gone exactly when the member holds it.
+    // (A thawed origin handles what it had read within milliseconds.)
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let result = api.result(product, 7).await;
+    let holds = matches!(result.status, ResultStatus::Queued | ResultStatus::Success);
+    assert!(holds || result.status == ResultStatus::None, "{result:?}");
+    let mut conn = redis.connection().await;
+    let stock: i64 = conn.hget(keys().item(pid(product)), "stock").await.unwrap();
+    assert_eq!(stock, if holds { 9 } else { 10 });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

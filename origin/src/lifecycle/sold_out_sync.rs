@@ -62,12 +62,13 @@ async fn subscribe_and_follow(
     let mut pubsub = client.get_async_pubsub().await?;
     pubsub.subscribe(channel).await?;
     // Subscribed first, then read the registry: nothing can fall between.
+    let asked_ms = state.sold_out.now_ms();
     let sold_out = state.inventory.verified_sold_out().await?;
     tracing::info!(
         flags = sold_out.len(),
         "sold-out flags resynchronised from redis"
     );
-    state.sold_out.replace_all(sold_out);
+    state.sold_out.replace_all(sold_out, asked_ms);
 
     let mut messages = pubsub.on_message();
     loop {

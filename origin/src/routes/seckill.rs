@@ -137,14 +137,9 @@ async fn settle_failed_reserve(
     );
     Err(ApiError::with_message(
         ErrorCode::Unavailable,
-        OUTCOME_UNKNOWN,
+        seckill_shared::error_code::OUTCOME_UNKNOWN,
     ))
 }
-
-/// The 503 message when Redis went away between receiving a reserve call and
-/// answering it.
-pub const OUTCOME_UNKNOWN: &str =
-    "the service stopped answering mid-request: the reservation may or may not exist; the result endpoint will say";
 
 /// Redis does not know the product. Either the id is not a product (remember
 /// that for a moment), or Redis lost its data (restarted without
