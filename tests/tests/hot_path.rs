@@ -726,3 +726,72 @@ async fn redis_down_means_503_and_nothing_reserved() {
         assert_eq!(api.result(product, member).await.status, ResultStatus::None);
     }
 }
+
+/// The reserve script decides a whole batch of buys in one call (the origin
+/// coalesces concurrent buys for an item): each member must be decided
+/// exactly as if alone, in order, including a member twice in one batch
+/// and members who already hold or have lost a reservation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_reserve_call_decides_each_member_of_a_batch_as_if_alone() {
+    let redis = RedisServer::start().await;
+    let mut conn = redis.connection().await;
+    let (item, members, orders) = (
+        keys().item(pid(5)),
+        keys().members(pid(5)),
+        keys().orders(pid(5)),
+    );
+    let now = unix_now();
+    let _: () = redis::cmd("HSET")
+        .arg(&item)
+        .arg(&[
+            ("stock", 3),
+            ("starts_at", now - 10),
+            ("ends_at", now + 600),
+        ])
+        .arg(&[("price", 100), ("seq", 40)])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // Member 11 already holds a reservation; member 12's earlier one failed
+    // (a member whose order failed may buy again).
+    let _: () = conn
+        .hset_multiple(&members, &[("11", "q:39"), ("12", "f:38")])
+        .await
+        .unwrap();
+
+    let reserve = redis::Script::new(include_str!("../../origin/src/inventory/reserve.lua"));
+    let reply: Vec<String> = reserve
+        .key(&item)
+        .key(&members)
+        .key(&orders)
+        .arg(5)
+        .arg(&[7, 7, 11, 12, 8, 9, 12])
+        .invoke_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        reply,
+        ["each", "q:41:2", "a", "a", "q:42:1", "q:43:0", "x", "a"],
+        "7 wins once, 11 already holds one, 12 buys again, 9 finds it sold out"
+    );
+
+    let item_state: HashMap<String, i64> = conn.hgetall(&item).await.unwrap();
+    assert_eq!((item_state["stock"], item_state["seq"]), (0, 43));
+    let states: HashMap<String, String> = conn.hgetall(&members).await.unwrap();
+    assert_eq!(
+        states,
+        HashMap::from([
+            ("7".into(), "q:41".into()),
+            ("11".into(), "q:39".into()),
+            ("12".into(), "q:42".into()),
+            ("8".into(), "q:43".into()),
+        ])
+    );
+    let entries: redis::streams::StreamRangeReply = conn.xrange_all(&orders).await.unwrap();
+    let queued: Vec<(i64, i64)> = entries
+        .ids
+        .iter()
+        .map(|e| (e.get("member").unwrap(), e.get("seq").unwrap()))
+        .collect();
+    assert_eq!(queued, [(7, 41), (12, 42), (8, 43)], "in arrival order");
+}

@@ -15,17 +15,24 @@
 -- (reserved and queued), 'a' (already holds a reservation or order), 'x'
 -- (sold out).
 --
--- The duplicate check runs before the decrement (no undersell), the stock
--- never goes below zero, and each member's order request is in the stream
--- before their stock and state change: if XADD fails (wrong type, out of
--- memory) nothing of that member changes but an unused reservation number.
--- The `#!lua` line makes Redis refuse the script up front when it is out of
--- memory, instead of failing halfway.
+-- The cost of a batch is what makes the buy path fast, so the script reads
+-- every member's state with one HMGET, decides in Lua, and writes the item's
+-- stock and sequence once and every winner's state with one HSET; only the
+-- order requests are one XADD each. The duplicate check runs before any
+-- unit is counted (no undersell), a member twice in one batch wins at most
+-- once, and the stock never goes below zero.
+--
+-- Order of writes: the first XADD comes before anything else changes, so
+-- the failures a write can meet here (the stream key holding another type)
+-- leave no trace. Out of memory is refused before the script starts (the
+-- `#!lua` line makes Redis check it up front, instead of failing halfway).
+-- Anything failing later still can't oversell: stock is taken for every
+-- winner before their states are written.
 local item = KEYS[1]
 local members = KEYS[2]
 local orders = KEYS[3]
 
-local fields = redis.call('HMGET', item, 'stock', 'starts_at', 'ends_at', 'price')
+local fields = redis.call('HMGET', item, 'stock', 'starts_at', 'ends_at', 'price', 'seq')
 if not fields[1] then
   return {'unknown_product'}
 end
@@ -40,24 +47,46 @@ if now_s >= tonumber(fields[3]) then
 end
 local reserved_at_ms = string.format('%d', now_s * 1000 + math.floor(tonumber(clock[2]) / 1000))
 
+local held = redis.call('HMGET', members, unpack(ARGV, 2))
 local stock = tonumber(fields[1])
+local seq = tonumber(fields[5]) or 0
 local results = {'each'}
+local granted = {}
+local winners = {}
 for i = 2, #ARGV do
   local member = ARGV[i]
-  local held = redis.call('HGET', members, member)
-  local kind = held and string.sub(held, 1, 1)
-  if kind == 'q' or kind == 's' then
-    results[#results + 1] = 'a'
+  local state = held[i - 1]
+  local kind = state and string.sub(state, 1, 1)
+  if granted[member] or kind == 'q' or kind == 's' then
+    results[i] = 'a'
   elseif stock <= 0 then
-    results[#results + 1] = 'x'
+    results[i] = 'x'
   else
-    local seq = redis.call('HINCRBY', item, 'seq', 1)
-    redis.call('XADD', orders, '*',
-      'member', member, 'product', ARGV[1], 'seq', seq,
-      'price', fields[4], 'reserved_at_ms', reserved_at_ms)
-    stock = redis.call('HINCRBY', item, 'stock', -1)
-    redis.call('HSET', members, member, 'q:' .. seq)
-    results[#results + 1] = 'q:' .. seq .. ':' .. stock
+    stock = stock - 1
+    seq = seq + 1
+    granted[member] = true
+    winners[#winners + 1] = {member, seq}
+    results[i] = 'q:' .. seq .. ':' .. stock
   end
 end
+if #winners == 0 then
+  return results
+end
+
+local function queue(winner)
+  redis.call('XADD', orders, '*',
+    'member', winner[1], 'product', ARGV[1], 'seq', winner[2],
+    'price', fields[4], 'reserved_at_ms', reserved_at_ms)
+end
+queue(winners[1])
+redis.call('HSET', item, 'stock', stock, 'seq', seq)
+for w = 2, #winners do
+  queue(winners[w])
+end
+local states = {}
+for w = 1, #winners do
+  states[#states + 1] = winners[w][1]
+  states[#states + 1] = 'q:' .. winners[w][2]
+end
+redis.call('HSET', members, unpack(states))
 return results
