@@ -178,14 +178,18 @@ async fn restart_keeps_live_stock(backend: Backend) {
         origin_without_consumers(label, &redis, &db),
         origin_without_consumers(label, &redis, &db)
     );
-    eventually(Duration::from_secs(10), "preheat after a flush", || {
-        let mut conn = conn.clone();
-        async move {
-            let stock: Option<i64> = conn.hget(keys().item(pid(product)), "stock").await.ok()?;
-            stock
-        }
+    // Each origin logs its start-up preheat's end after any item it loaded,
+    // so once both have finished the count of loads is final (Redis showing
+    // the stock is not enough: the loader may not have logged it yet).
+    eventually(Duration::from_secs(10), "both start-up preheats", || {
+        let finished = [&fourth, &fifth]
+            .iter()
+            .all(|o| o.log().contains("stock preheat finished"));
+        async move { finished.then_some(()) }
     })
     .await;
+    let stock: i64 = conn.hget(keys().item(pid(product)), "stock").await.unwrap();
+    assert_eq!(stock, 10, "the item is live again with the database's stock");
     let loads = [&fourth, &fifth]
         .iter()
         .map(|o| o.log().matches("stock preheated into redis").count())
