@@ -12,6 +12,7 @@ mod audit;
 mod chart;
 mod client;
 mod drain;
+mod floor;
 mod load;
 mod scenario;
 mod stats;
@@ -68,8 +69,20 @@ enum Command {
         target: TargetArgs,
         #[arg(long, default_value_t = 50_000)]
         requests: usize,
+        /// A product of the target that is already sold out: load it as it
+        /// is instead of creating and selling out a sale first (no admin
+        /// token needed).
+        #[arg(long)]
+        product: Option<i64>,
         #[command(flatten)]
         out: OutArgs,
+    },
+    /// Serve the HTTP floor: every request answered `409 sold_out` at once,
+    /// nothing else done. The tail against it is the most any origin on the
+    /// same HTTP stack could answer on this machine.
+    Floor {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        bind: std::net::SocketAddr,
     },
     /// Buy, poll the result until the order is written, pay (a PAY_SHARE of the members).
     Mixed {
@@ -126,7 +139,7 @@ struct TargetArgs {
     secret: String,
     /// The admin token, to create the sale the run loads.
     #[arg(long, env = "SECKILL_ADMIN_TOKEN", hide_env_values = true)]
-    admin_token: String,
+    admin_token: Option<String>,
     /// Concurrent connections (each a worker).
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
@@ -362,10 +375,11 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Tail {
             target,
             requests,
+            product,
             out,
         } => {
             let session = session(&target, quiet)?;
-            let report = scenario::tail(&session, requests).await?;
+            let report = scenario::tail(&session, requests, product).await?;
             print_summary("sold-out tail", &report.summary);
             let stem = out.stem("tail");
             let path = write_json(&out, &stem, &report)?;
@@ -403,6 +417,10 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 &report.accepted_members,
             )
             .await
+        }
+        Command::Floor { bind } => {
+            floor::serve(bind).await?;
+            Ok(true)
         }
         Command::Drain {
             database_url,

@@ -17,13 +17,41 @@ use crate::client::{Connection, Target};
 use crate::load::{self, Call, Plan};
 use crate::stats::{Recorder, Summary};
 
+/// One reading of the server's clock, between sending and receiving.
+#[derive(Debug, Clone, Copy)]
+struct ClockSample {
+    sent_ms: i64,
+    server_ms: i64,
+    received_ms: i64,
+}
+
+impl ClockSample {
+    /// The server read its clock somewhere within the round trip, so the
+    /// offset is taken at the midpoint and may be off by half the round
+    /// trip: returns (offset, that bound).
+    fn offset(self) -> (i64, i64) {
+        let offset = self.server_ms - (self.sent_ms + self.received_ms) / 2;
+        (offset, (self.received_ms - self.sent_ms) / 2 + 1)
+    }
+
+    /// The offset of the fastest round trip: a slow one (a busy server, a
+    /// new connection) could put the estimate off by half of it.
+    fn best_offset(samples: &[ClockSample]) -> (i64, i64) {
+        samples
+            .iter()
+            .map(|sample| sample.offset())
+            .min_by_key(|&(_, bound)| bound)
+            .expect("at least one sample")
+    }
+}
+
 /// The target and how to act on it.
 #[derive(Clone)]
 pub struct Session {
     pub base: String,
     pub target: Target,
     pub secret: TokenSecret,
-    pub admin_token: String,
+    pub admin_token: Option<String>,
     pub concurrency: usize,
     pub progress: bool,
 }
@@ -33,6 +61,13 @@ fn unix_s() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs()
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 impl Session {
@@ -66,16 +101,27 @@ impl Session {
         Ok((status, serde_json::from_slice(&answer.body).ok()))
     }
 
-    /// The server's clock minus this machine's, in milliseconds.
-    pub async fn clock_offset_ms(&self) -> anyhow::Result<i64> {
-        let sent = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64;
-        let (_, time): (u16, Option<TimeResponse>) =
-            self.call_json(Method::GET, "/api/time", None, None).await?;
-        let received = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64;
-        let now = time
-            .context("GET /api/time did not answer with a time")?
-            .now_ms as i64;
-        Ok(now - (sent + received) / 2)
+    /// The server's clock minus this machine's, in milliseconds, and how
+    /// far off that may be (see [`ClockSample::offset`]), from the fastest
+    /// of a few round trips.
+    pub async fn clock_offset_ms(&self) -> anyhow::Result<(i64, i64)> {
+        let mut connection = Connection::new(self.target.clone());
+        let mut samples = Vec::new();
+        for _ in 0..5 {
+            let sent_ms = unix_ms();
+            let answer = connection
+                .send(Method::GET, "/api/time", None, None)
+                .await?;
+            let received_ms = unix_ms();
+            let time: TimeResponse = serde_json::from_slice(&answer.body)
+                .context("GET /api/time did not answer with a time")?;
+            samples.push(ClockSample {
+                sent_ms,
+                server_ms: time.now_ms as i64,
+                received_ms,
+            });
+        }
+        Ok(ClockSample::best_offset(&samples))
     }
 
     /// Creates a sale through the admin API; it opens `start_in` from now
@@ -86,9 +132,11 @@ impl Session {
         stock: i64,
         start_in: Duration,
     ) -> anyhow::Result<(ProductView, Instant)> {
-        let offset = self.clock_offset_ms().await?;
-        let server_now_ms =
-            SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64 + offset;
+        let admin_token = self.admin_token.as_deref().context(
+            "creating the sale needs the admin token: --admin-token or SECKILL_ADMIN_TOKEN",
+        )?;
+        let (offset, uncertainty) = self.clock_offset_ms().await?;
+        let server_now_ms = unix_ms() + offset;
         // Whole seconds: the sale opens at the next second boundary after start_in.
         let starts_at = (server_now_ms + start_in.as_millis() as i64 + 999) / 1_000;
         let body = CreateProduct {
@@ -103,14 +151,16 @@ impl Session {
             .call_json(
                 Method::POST,
                 "/admin/products",
-                Some(&self.admin_token),
+                Some(admin_token),
                 Some(serde_json::to_vec(&body)?.into()),
             )
             .await?;
         if status != 201 {
             bail!("creating the sale was answered {status}: check --admin-token");
         }
-        let opens_in_ms = (starts_at * 1_000 - server_now_ms).max(0) as u64;
+        // Late by the clock's uncertainty rather than early: a buyer who
+        // fires before the sale opens on the server's clock is refused.
+        let opens_in_ms = (starts_at * 1_000 - server_now_ms + uncertainty).max(0) as u64;
         Ok((
             product.context("no product in the answer")?,
             Instant::now() + Duration::from_millis(opens_in_ms),
@@ -188,24 +238,18 @@ pub async fn rush(
     })
 }
 
-/// The sold-out tail: a sale that is already sold out, and `requests` more
-/// buyers, each once.
-pub async fn tail(session: &Session, requests: usize) -> anyhow::Result<RunReport> {
-    let (product, start_at) = session.create_sale("bench tail", 1, Duration::ZERO).await?;
-    let product_id = product.product_id.get();
-    tokio::time::sleep_until(start_at.into()).await;
-    let first = session.tokens(1, 2);
-    let path = format!("/api/seckill/{product_id}/orders");
-    let (bought, _): (u16, Option<serde_json::Value>) = session
-        .call_json(Method::POST, &path, Some(&first[0]), None)
-        .await?;
-    if bought != 202 {
-        bail!("the one unit of the tail's sale could not be bought ({bought})");
-    }
-    // One more buyer learns the sell-out, as the first of the tail would.
-    session
-        .call_json::<serde_json::Value>(Method::POST, &path, Some(&first[1]), None)
-        .await?;
+/// The sold-out tail: `requests` buyers, each once, for a sale that is
+/// already sold out: `product` if given, else a one-unit sale created and
+/// bought out here.
+pub async fn tail(
+    session: &Session,
+    requests: usize,
+    product: Option<i64>,
+) -> anyhow::Result<RunReport> {
+    let (product_id, accepted_members) = match product {
+        Some(product_id) => (product_id, Vec::new()),
+        None => (sell_out_one_unit(session).await?, vec![1]),
+    };
     let tokens = session.tokens(3, requests);
     let outcome = load::run(
         session.plan("tail", requests, None, Instant::now()),
@@ -219,8 +263,28 @@ pub async fn tail(session: &Session, requests: usize) -> anyhow::Result<RunRepor
         concurrency: session.concurrency,
         rate_limit: None,
         summary: outcome.recorder.summary(),
-        accepted_members: vec![1],
+        accepted_members,
     })
+}
+
+/// A one-unit sale, bought by member 1; member 2 is refused, so the target
+/// has learnt the sell-out before the tail starts. Returns the product id.
+async fn sell_out_one_unit(session: &Session) -> anyhow::Result<i64> {
+    let (product, start_at) = session.create_sale("bench tail", 1, Duration::ZERO).await?;
+    let product_id = product.product_id.get();
+    tokio::time::sleep_until(start_at.into()).await;
+    let first = session.tokens(1, 2);
+    let path = format!("/api/seckill/{product_id}/orders");
+    let (bought, _): (u16, Option<serde_json::Value>) = session
+        .call_json(Method::POST, &path, Some(&first[0]), None)
+        .await?;
+    if bought != 202 {
+        bail!("the one unit of the tail's sale could not be bought ({bought})");
+    }
+    session
+        .call_json::<serde_json::Value>(Method::POST, &path, Some(&first[1]), None)
+        .await?;
+    Ok(product_id)
 }
 
 /// The mixed scenario's figures, by kind of request.
@@ -377,6 +441,46 @@ async fn timed(
         Err(_) => {
             recorder.record(0, false, sent, latency);
             None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ClockSample;
+
+    #[test]
+    fn the_fastest_round_trip_sets_the_clock_offset() {
+        // The server's clock equals ours. The first request waited 300 ms
+        // before the server read its clock (a busy server), which alone
+        // would make the server look 150 ms ahead.
+        let slow = ClockSample {
+            sent_ms: 1_000,
+            server_ms: 1_300,
+            received_ms: 1_302,
+        };
+        let fast = ClockSample {
+            sent_ms: 2_000,
+            server_ms: 2_001,
+            received_ms: 2_002,
+        };
+        assert_eq!(slow.offset(), (149, 152));
+        assert_eq!(ClockSample::best_offset(&[slow, fast]), (0, 2));
+    }
+
+    #[test]
+    fn aiming_late_by_the_bound_never_fires_before_the_opening() {
+        // Whatever the server did within the round trip, its true offset
+        // (0 here) lies within offset ± bound, so waiting until
+        // opening - (now + offset) + bound is never early.
+        for server_ms in 1_000..=1_300 {
+            let (offset, bound) = ClockSample {
+                sent_ms: 1_000,
+                server_ms,
+                received_ms: 1_300,
+            }
+            .offset();
+            assert!(offset - bound <= 0 && 0 <= offset + bound, "{server_ms}");
         }
     }
 }

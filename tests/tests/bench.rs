@@ -14,15 +14,22 @@ use seckill_tests::{
 };
 
 async fn bench(args: &[&str]) -> Output {
-    let output = tokio::process::Command::new(workspace_binary("seckill-bench"))
+    bench_as(args, Some(ADMIN_TOKEN)).await
+}
+
+/// Runs `seckill-bench` with the member-token secret and, if given, the
+/// admin token in its environment (and nothing else from this one).
+async fn bench_as(args: &[&str], admin_token: Option<&str>) -> Output {
+    let mut command = tokio::process::Command::new(workspace_binary("seckill-bench"));
+    command
         .args(args)
         .arg("--quiet")
         .env_clear()
-        .env("SECKILL_TOKEN_SECRET", TOKEN_SECRET)
-        .env("SECKILL_ADMIN_TOKEN", ADMIN_TOKEN)
-        .output()
-        .await
-        .expect("run seckill-bench");
+        .env("SECKILL_TOKEN_SECRET", TOKEN_SECRET);
+    if let Some(admin_token) = admin_token {
+        command.env("SECKILL_ADMIN_TOKEN", admin_token);
+    }
+    let output = command.output().await.expect("run seckill-bench");
     eprintln!("{}", String::from_utf8_lossy(&output.stdout));
     eprintln!("{}", String::from_utf8_lossy(&output.stderr));
     output
@@ -168,6 +175,37 @@ async fn the_tail_mixed_and_baseline_scenarios_run_clean() {
         results["summary"]["by_status"]["409"], 300,
         "the tail is all sold out"
     );
+    // The same sold-out product again, named instead of created: no admin
+    // token is needed and no unit is sold.
+    let product = results["product_id"].as_i64().unwrap().to_string();
+    let named = bench_as(
+        &[
+            "tail",
+            "--url",
+            origin.url(),
+            "--product",
+            &product,
+            "--requests",
+            "100",
+            "--concurrency",
+            "4",
+            "--out",
+            out_dir,
+            "--name",
+            "named-tail",
+        ],
+        None,
+    )
+    .await;
+    assert!(named.status.success());
+    let results = read_json(&out.path().join("named-tail.json"));
+    assert_eq!(results["summary"]["by_status"]["409"], 100);
+    assert_eq!(results["accepted_members"].as_array().unwrap().len(), 0);
+    // The one unit the first tail's set-up bought is the product's only
+    // order: neither tail sold anything.
+    let sold =
+        seckill_tests::checks::wait_for_orders(&db.pool().await, product.parse().unwrap(), 1).await;
+    assert_eq!(sold.len(), 1, "a tail sells nothing: {sold:?}");
 
     let mixed = bench(&[
         "mixed",
@@ -227,4 +265,71 @@ async fn the_tail_mixed_and_baseline_scenarios_run_clean() {
     );
     let results = read_json(&out.path().join("baseline.json"));
     assert_eq!(results["accepted_members"].as_array().unwrap().len(), 20);
+}
+
+/// The HTTP floor the benchmark measures the tail against answers a buy
+/// with the very bytes the origin answers in the sold-out tail, so both
+/// are measured on the same answer; the tail scenario runs against it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_floor_answers_like_the_origins_sold_out_tail() {
+    use tokio::io::AsyncBufReadExt;
+
+    let mut floor = tokio::process::Command::new(workspace_binary("seckill-bench"))
+        .arg("floor")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start seckill-bench floor");
+    let mut lines = tokio::io::BufReader::new(floor.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(std::time::Duration::from_secs(10), lines.next_line())
+        .await
+        .expect("the floor starts within 10 s")
+        .unwrap()
+        .expect("a listening line");
+    let floor_url = line
+        .strip_prefix("seckill-bench floor listening on ")
+        .expect("the listening line")
+        .to_string();
+
+    let redis = RedisServer::start().await;
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    let origin = Origin::start(OriginOptions::new("bench_floor", &redis, &db)).await;
+    let api = seckill_tests::Api::new(origin.url());
+    let product = api
+        .create_sale(&seckill_tests::Sale::open(1))
+        .await
+        .product_id
+        .get();
+    assert_eq!(api.buy(product, 1).await.status, 202);
+    let from_origin = api.buy(product, 2).await;
+    let from_floor = seckill_tests::Api::new(&floor_url).buy(product, 2).await;
+    assert_eq!(from_origin.status, 409);
+    assert_eq!(from_floor.status, from_origin.status);
+    assert_eq!(from_floor.body, from_origin.body);
+    assert_eq!(
+        from_floor.header("content-type"),
+        from_origin.header("content-type")
+    );
+
+    let out = ScratchDir::new("bench");
+    let run = bench_as(
+        &[
+            "tail",
+            "--url",
+            &floor_url,
+            "--product",
+            "1",
+            "--requests",
+            "200",
+            "--concurrency",
+            "4",
+            "--out",
+            out.path().to_str().unwrap(),
+        ],
+        None,
+    )
+    .await;
+    assert!(run.status.success());
+    let results = read_json(&out.path().join("tail.json"));
+    assert_eq!(results["summary"]["by_status"]["409"], 200);
 }

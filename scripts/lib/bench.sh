@@ -1,0 +1,78 @@
+# What scripts/bench and scripts/profile share: a scratch folder whose
+# processes are stopped on exit, the release binaries, the secrets the
+# generator mints tokens with, a Redis run as scripts/run runs it, and
+# origins on free ports. Sourced after scripts/lib/setup.sh; the caller
+# may set $pg_admin and $pg_db to have that database dropped on exit.
+
+work=$(mktemp -d /tmp/seckill-bench.XXXXXX)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true; done
+  sleep 1
+  # wrangler does not always stop on SIGTERM.
+  for pid in "${pids[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  [ -n "${pg_db:-}" ] && psql "$pg_admin" -qc "DROP DATABASE IF EXISTS $pg_db WITH (FORCE)" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# build_release: the origin and the generator, optimised.
+build_release() {
+  log "building (release)"
+  cargo build --release --locked -p seckill-origin -p seckill-bench
+  origin_bin="${CARGO_TARGET_DIR:-$root/target}/release/seckill-origin"
+  bench="${CARGO_TARGET_DIR:-$root/target}/release/seckill-bench"
+  export SECKILL_TOKEN_SECRET="bench-token-secret-0123456789"
+  export SECKILL_ADMIN_TOKEN="bench-admin-token-0123456789"
+  export RUST_LOG=warn
+}
+
+# start_redis: Redis as scripts/run runs it (append-only file, fsync every
+# second) on a free port; sets $redis_port, $redis_pid and REDIS_URL.
+start_redis() {
+  redis_port=$(free_port)
+  redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$work" --save "" \
+    --appendonly yes --appendfsync everysec --logfile "$work/redis.log" &
+  pids+=($!)
+  redis_pid=$!
+  export REDIS_URL="redis://127.0.0.1:$redis_port"
+  for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && return; sleep 0.1; done
+  die "redis-server did not start: $(cat "$work/redis.log")"
+}
+
+# start_origin NAME DATABASE_URL [VAR=VALUE...]: starts an origin (or a
+# worker when SECKILL_RUN=worker) and sets $url to its address and
+# $last_pid to its process.
+start_origin() {
+  local name=$1 database=$2
+  shift 2
+  local port
+  port=$(free_port)
+  env DATABASE_URL="$database" SECKILL_BIND="127.0.0.1:$port" SECKILL_KEY_PREFIX="$name:" "$@" \
+    "$origin_bin" ${SECKILL_RUN:-serve} > "$work/$name.out" 2> "$work/$name.log" &
+  pids+=($!)
+  last_pid=$!
+  url="http://127.0.0.1:$port"
+  for _ in $(seq 100); do grep -q "listening on\|worker ready" "$work/$name.out" 2>/dev/null && return; sleep 0.1; done
+  die "$name did not start: $(cat "$work/$name.log")"
+}
+
+# start_floor: seckill-bench's HTTP floor server (answers 409 at once, does
+# nothing else) on a free port; sets $floor_url and $floor_pid.
+start_floor() {
+  "$bench" floor > "$work/floor.out" &
+  pids+=($!)
+  floor_pid=$!
+  for _ in $(seq 50); do grep -q "listening on" "$work/floor.out" 2>/dev/null && break; sleep 0.1; done
+  floor_url=$(sed -n 's/.*listening on //p' "$work/floor.out")
+  [ -n "$floor_url" ] || die "the HTTP floor did not start"
+}
+
+# cpu_ticks PID...: the CPU time (clock ticks, user + system) these
+# processes have used so far.
+cpu_ticks() { for pid in "$@"; do cat "/proc/$pid/stat"; done | awk '{s += $14 + $15} END {print s}'; }
+
+stop_pid() { kill -TERM "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
