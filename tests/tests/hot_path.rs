@@ -189,7 +189,10 @@ async fn restart_keeps_live_stock(backend: Backend) {
     })
     .await;
     let stock: i64 = conn.hget(keys().item(pid(product)), "stock").await.unwrap();
-    assert_eq!(stock, 10, "the item is live again with the database's stock");
+    assert_eq!(
+        stock, 10,
+        "the item is live again with the database's stock"
+    );
     let loads = [&fourth, &fifth]
         .iter()
         .map(|o| o.log().matches("stock preheated into redis").count())
