@@ -199,7 +199,7 @@ async function buy() {
     if (err instanceof ApiError && err.code === "already_ordered") {
       state.held = true;
       await followResult();
-    } else if (err instanceof ApiError && err.code === "unavailable" && err.message.includes("may or may not")) {
+    } else if (err instanceof ApiError && err.code === "outcome_unknown") {
       // The buy reached the shop, which went silent before answering: it may
       // have been reserved. Ask rather than tell the buyer to try again.
       say("The shop stopped answering mid-purchase. Checking whether your unit was reserved…");

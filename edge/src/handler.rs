@@ -4,7 +4,6 @@
 use std::cell::RefCell;
 
 use seckill_shared::api::{ErrorBody, ProductView, SoldOutSnapshot, TimeResponse};
-use seckill_shared::error_code::OUTCOME_UNKNOWN;
 use seckill_shared::{ErrorCode, MemberId, ProductId};
 use worker::{Date, Env, Headers, Method, Request, Response, Result};
 
@@ -121,12 +120,7 @@ async fn buy(
         Ok(answer) => answer,
         // The buy went out and may have been carried out: say so, so the
         // buyer asks for the result instead of buying again.
-        Err(OriginDown::TimedOut) => {
-            return edge_error(&Refusal::with_message(
-                ErrorCode::Unavailable,
-                OUTCOME_UNKNOWN,
-            ))
-        }
+        Err(OriginDown::TimedOut) => return edge_error(&Refusal::new(ErrorCode::OutcomeUnknown)),
         Err(OriginDown::Unreachable(_)) => {
             return edge_error(&Refusal::new(ErrorCode::Unavailable))
         }

@@ -6,13 +6,6 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The `unavailable` message when a buy reached something that then went
-/// silent (Redis behind the origin, or the origin behind the edge): it may
-/// have been carried out, and the result endpoint will say. Clients key on
-/// the words "may or may not" to poll rather than buy again.
-pub const OUTCOME_UNKNOWN: &str =
-    "the service stopped answering mid-request: the reservation may or may not exist; the result endpoint will say";
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
@@ -29,11 +22,39 @@ pub enum ErrorCode {
     AlreadyOrdered,
     OrderCancelled,
     RateLimited,
+    /// The sale is taking as many buys as its stock can settle; try again
+    /// after `Retry-After` (nothing was reserved).
+    SaleBusy,
     Unavailable,
+    /// A buy reached something that then went silent (Redis behind the
+    /// origin, or the origin behind the edge): it may have been carried
+    /// out. Clients ask the result endpoint instead of buying again.
+    OutcomeUnknown,
     Internal,
 }
 
 impl ErrorCode {
+    /// Every code, in the order the contract lists them.
+    pub const ALL: [ErrorCode; 17] = [
+        Self::BadRequest,
+        Self::Unauthorized,
+        Self::NotFound,
+        Self::MethodNotAllowed,
+        Self::PayloadTooLarge,
+        Self::UnknownProduct,
+        Self::UnknownOrder,
+        Self::NotStarted,
+        Self::Ended,
+        Self::SoldOut,
+        Self::AlreadyOrdered,
+        Self::OrderCancelled,
+        Self::RateLimited,
+        Self::SaleBusy,
+        Self::Unavailable,
+        Self::OutcomeUnknown,
+        Self::Internal,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::BadRequest => "bad_request",
@@ -49,7 +70,9 @@ impl ErrorCode {
             Self::AlreadyOrdered => "already_ordered",
             Self::OrderCancelled => "order_cancelled",
             Self::RateLimited => "rate_limited",
+            Self::SaleBusy => "sale_busy",
             Self::Unavailable => "unavailable",
+            Self::OutcomeUnknown => "outcome_unknown",
             Self::Internal => "internal",
         }
     }
@@ -65,7 +88,7 @@ impl ErrorCode {
             Self::PayloadTooLarge => 413,
             Self::RateLimited => 429,
             Self::Internal => 500,
-            Self::Unavailable => 503,
+            Self::SaleBusy | Self::Unavailable | Self::OutcomeUnknown => 503,
         }
     }
 
@@ -85,7 +108,11 @@ impl ErrorCode {
             Self::AlreadyOrdered => "you already hold a reservation or order for this item",
             Self::OrderCancelled => "the order was cancelled because it was not paid in time",
             Self::RateLimited => "too many requests, slow down",
+            Self::SaleBusy => "the sale is busy: nothing was reserved, try again in a moment",
             Self::Unavailable => "the service is temporarily unavailable, nothing was reserved",
+            Self::OutcomeUnknown => {
+                "the service stopped answering mid-request: the reservation may or may not exist; the result endpoint will say"
+            }
             Self::Internal => "internal error",
         }
     }
@@ -103,15 +130,20 @@ mod tests {
 
     #[test]
     fn serde_name_matches_as_str() {
-        for code in [
-            ErrorCode::BadRequest,
-            ErrorCode::SoldOut,
-            ErrorCode::AlreadyOrdered,
-            ErrorCode::NotStarted,
-            ErrorCode::Unavailable,
-        ] {
+        let mut seen = std::collections::HashSet::new();
+        for code in ErrorCode::ALL {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));
+            assert!(seen.insert(code), "{code} listed twice");
         }
+    }
+
+    #[test]
+    fn an_unknown_outcome_is_its_own_code() {
+        assert_eq!(ErrorCode::OutcomeUnknown.status(), 503);
+        assert_ne!(ErrorCode::OutcomeUnknown, ErrorCode::Unavailable);
+        assert!(ErrorCode::OutcomeUnknown
+            .default_message()
+            .contains("may or may not"));
     }
 }

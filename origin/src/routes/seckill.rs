@@ -135,10 +135,7 @@ async fn settle_failed_reserve(
         member = member.get(),
         "reserve outcome unknown: redis stopped answering mid-request"
     );
-    Err(ApiError::with_message(
-        ErrorCode::Unavailable,
-        seckill_shared::error_code::OUTCOME_UNKNOWN,
-    ))
+    Err(ApiError::new(ErrorCode::OutcomeUnknown))
 }
 
 /// Redis does not know the product. Either the id is not a product (remember
