@@ -1,22 +1,14 @@
-//! Wall-clock and monotonic time in the units the system stores.
+//! Time in the units the system stores, and a monotonic clock.
 //!
-//! Unix seconds and milliseconds go to the database, tokens and the API;
-//! the monotonic millisecond counter drives in-memory expiries (flags, rate
-//! limits, caches), which must not jump when the wall clock is corrected.
+//! Unix seconds and milliseconds (from `seckill_shared::clock`) go to the
+//! database, tokens and the API; the monotonic millisecond counter drives
+//! in-memory expiries (flags, rate limits, caches), which must not jump
+//! when the wall clock is corrected.
 
 use std::sync::OnceLock;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-pub fn unix_s() -> u64 {
-    unix_ms() / 1_000
-}
+pub use seckill_shared::clock::{unix_ms, unix_s};
 
 /// Milliseconds since this process first asked; never goes backwards.
 pub fn monotonic_ms() -> u64 {

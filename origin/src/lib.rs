@@ -1,29 +1,28 @@
 //! The flash-sale origin service.
 //!
-//! `startup` assembles the application (used by `main` and by tests that
-//! need an origin in-process); `routes` is the HTTP contract; `inventory`
-//! owns the Redis side of stock; `db` the database side. Background work
-//! (preheat, and the order pipeline and lifecycle loops) runs as tasks that
-//! stop on the shared shutdown token.
+//! Layers point one way: `http` (routes, extractors, the one mapping from
+//! failures to answers) calls `services` (buying, the order pipeline, the
+//! order lifecycle, change capture, reconciliation), which call `store`
+//! (the Redis gateways and the database), which builds on
+//! `seckill-shared`. Around them sit what every layer may use: `clock`,
+//! `metrics`, `shutdown`, `telemetry`, `backoff`, `locks`.
+//!
+//! Public, and why: `config`, `startup`, `shutdown` and `telemetry` are
+//! what the binary (and the test app, which builds the same application
+//! in-process) need; `store::redis::RESERVE_LUA` is the reserve script the
+//! benchmark runs under `redis-benchmark`. Everything else is
+//! `pub(crate)`: the HTTP contract, not these modules, is the interface.
 
-pub mod catalog;
-pub mod cdc;
-pub mod clock;
+mod backoff;
+mod clock;
 pub mod config;
-pub mod db;
-pub mod error;
-pub mod extract;
-pub mod inventory;
-pub mod lifecycle;
-pub mod metrics;
-pub mod pipeline;
-pub mod preheat;
-pub mod product_flags;
-pub mod rate_limit;
-pub mod reconcile;
-pub mod routes;
+mod http;
+mod locks;
+mod metrics;
+mod services;
 pub mod shutdown;
 pub mod startup;
-pub mod state;
-pub mod sync_db;
+mod store;
 pub mod telemetry;
+
+pub use store::redis::RESERVE_LUA;

@@ -1,46 +1,38 @@
-//! `seckill-origin`: the origin HTTP service.
-//!
-//! Usage: `seckill-origin [serve|worker]`. Configuration comes from the environment
-//! (see `API.md` and the README). Stops gracefully on SIGTERM or Ctrl-C.
+//! `seckill-origin`: the origin HTTP service, or (`worker`) order consumers
+//! alone. Settings come from the environment or flags (`--help` lists them
+//! all). Stops gracefully on SIGTERM or Ctrl-C.
 
 use std::io::Write;
 use std::process::ExitCode;
 
-use seckill_origin::config::Config;
-use seckill_origin::shutdown::cancel_on_signal;
+use seckill_origin::config::{Cli, CliError, Command, Config};
+use seckill_origin::shutdown::Shutdown;
 use seckill_origin::startup::{Application, Worker};
-use tokio_util::sync::CancellationToken;
-
-const USAGE: &str = "usage: seckill-origin [serve|worker]\n\n  serve   run the HTTP origin (default), with SECKILL_CONSUMERS order consumers inside\n  worker  run order consumers only (SECKILL_CONSUMERS of them, at least 1), no HTTP\n\nConfiguration is read from the environment; see README.md.";
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    seckill_origin::telemetry::init();
-    let command = std::env::args().nth(1);
-    let worker = match command.as_deref() {
-        None | Some("serve") => false,
-        Some("worker") => true,
-        Some("-h" | "--help" | "help") => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
+    let cli = match Cli::from_env_and_args() {
+        Ok(cli) => cli,
+        Err(CliError::Clap(err)) => {
+            // --help and --version print and succeed; usage errors fail.
+            let _ = err.print();
+            return ExitCode::from(if err.use_stderr() { 2 } else { 0 });
         }
-        Some(other) => {
-            eprintln!("seckill-origin: unknown command {other:?}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    let config = match Config::from_env() {
-        Ok(config) => config,
-        Err(err) => {
+        Err(CliError::Config(err)) => {
             eprintln!("seckill-origin: configuration error: {err}");
             return ExitCode::from(2);
         }
     };
-    let shutdown = CancellationToken::new();
-    cancel_on_signal(shutdown.clone());
-    if worker {
-        return run_worker(config, shutdown).await;
+    seckill_origin::telemetry::init(cli.config.log_format);
+    let shutdown = Shutdown::new();
+    shutdown.on_signal();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(cli.config, shutdown).await,
+        Command::Worker => work(cli.config, shutdown).await,
     }
+}
+
+async fn serve(config: Config, shutdown: Shutdown) -> ExitCode {
     let app = match Application::build(config, shutdown).await {
         Ok(app) => app,
         Err(err) => {
@@ -60,7 +52,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run_worker(config: Config, shutdown: CancellationToken) -> ExitCode {
+async fn work(config: Config, shutdown: Shutdown) -> ExitCode {
     let worker = match Worker::build(config, shutdown).await {
         Ok(worker) => worker,
         Err(err) => {

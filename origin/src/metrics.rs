@@ -1,20 +1,14 @@
-//! Prometheus metrics, exposed at `GET /metrics`.
+//! Prometheus metrics, exposed at `GET /metrics`: one registry per process,
+//! handed to whatever counts something.
 //!
 //! Counters are updated on the request path (an atomic add each); gauges that
 //! describe Redis state (queue length, pending entries) are read when the
 //! metrics are scraped, not on every request.
 
-use std::time::Instant;
-
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
-
-use crate::state::AppState;
 
 pub struct Metrics {
     registry: Registry,
@@ -216,10 +210,6 @@ impl Metrics {
         }
     }
 
-    pub fn registry(&self) -> &Registry {
-        &self.registry
-    }
-
     pub fn render(&self) -> String {
         let mut buffer = Vec::new();
         TextEncoder::new()
@@ -233,27 +223,4 @@ impl Default for Metrics {
     fn default() -> Self {
         Self::new()
     }
-}
-
-/// Middleware counting every request by its route template (not its raw
-/// path, which would make one series per product id).
-pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().clone();
-    let started = Instant::now();
-    let response = next.run(request).await;
-    let metrics = &state.metrics;
-    metrics
-        .http_duration
-        .with_label_values(&[route.as_str()])
-        .observe(started.elapsed().as_secs_f64());
-    metrics
-        .http_requests
-        .with_label_values(&[route.as_str(), method.as_str(), response.status().as_str()])
-        .inc();
-    response
 }

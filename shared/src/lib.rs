@@ -15,6 +15,7 @@ pub mod flags;
 pub mod ids;
 pub mod keys;
 pub mod rate_limit;
+pub mod records;
 pub mod sale;
 pub mod token;
 

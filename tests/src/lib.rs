@@ -2,10 +2,13 @@
 //!
 //! Each test starts its own `redis-server` on a free loopback port (so it can
 //! kill and restart it), its own database (an SQLite file, or a uniquely
-//! named PostgreSQL database on the machine's server), and real
-//! `seckill-origin` processes. Nothing is mocked. A missing service fails
-//! the test with a message saying how to install it; nothing is skipped.
+//! named PostgreSQL database on the machine's server), and the origin:
+//! built in the test process (`app`) unless the test kills, restarts or
+//! cuts it, then as a real `seckill-origin` process (`origin`). Nothing is
+//! mocked. A missing service fails the test with a message saying how to
+//! install it; nothing is skipped.
 
+pub mod app;
 pub mod browser;
 pub mod checks;
 pub mod client;
@@ -16,6 +19,7 @@ pub mod paths;
 pub mod proxy;
 pub mod redis_server;
 
+pub use app::{AppSettings, TestApp};
 pub use client::{Api, Sale};
 pub use database::{Backend, TestDatabase};
 pub use edge::Edge;

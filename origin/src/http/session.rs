@@ -1,0 +1,26 @@
+//! The demo login: a token for any member id, for local runs only
+//! (routed only when `SECKILL_DEMO_LOGIN=1`).
+
+use axum::extract::State;
+use axum::Json;
+use seckill_shared::api::{SessionRequest, SessionResponse};
+use seckill_shared::token;
+use seckill_shared::ErrorCode;
+
+use super::error::ApiError;
+use super::extract::ApiJson;
+use super::state::AppState;
+use crate::clock::unix_s;
+
+pub async fn create(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<SessionRequest>,
+) -> Result<Json<SessionResponse>, ApiError> {
+    let ttl = state
+        .auth
+        .demo_sessions
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound))?;
+    let expires_at = unix_s() + ttl.as_secs();
+    let token = token::sign(&state.auth.token_secret, body.member_id, expires_at);
+    Ok(Json(SessionResponse { token, expires_at }))
+}

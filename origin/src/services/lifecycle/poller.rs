@@ -1,0 +1,90 @@
+//! The delayed-cancel poller: every `SECKILL_CANCEL_POLL_MS` it claims the
+//! payment deadlines that are due and settles them.
+//!
+//! Several origin nodes poll the same deadlines at once; the claim script
+//! hands each due entry to exactly one of them for a lease
+//! (`SECKILL_CANCEL_LEASE_MS`). Unlike a cron scan of the orders table, a
+//! poll costs one Redis call whatever the number of orders, and a deadline
+//! is acted on within one poll interval of passing.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use seckill_shared::keys::DeadlineEntry;
+use seckill_shared::OrderId;
+use tracing::Instrument;
+
+use super::{DeadlineOutcome, Lifecycle};
+use crate::clock::unix_ms;
+use crate::shutdown::Shutdown;
+use crate::telemetry::chain;
+
+#[derive(Debug, Clone, Copy)]
+pub struct PollerSettings {
+    pub interval: Duration,
+    pub lease: Duration,
+    pub batch: usize,
+}
+
+/// Orders settled at once: a mass expiry at one second is handled in
+/// parallel, not one database round trip after another.
+const CONCURRENCY: usize = 16;
+
+pub async fn run(lifecycle: Lifecycle, settings: PollerSettings, shutdown: Shutdown) {
+    tracing::info!(
+        interval_ms = settings.interval.as_millis() as u64,
+        "deadline poller started"
+    );
+    let mut tick = tokio::time::interval(settings.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while shutdown.tick(&mut tick).await {
+        // Drain everything due before waiting for the next tick.
+        loop {
+            let claimed = match lifecycle
+                .deadlines()
+                .claim(unix_ms(), settings.lease, settings.batch)
+                .await
+            {
+                Ok(claimed) => claimed,
+                Err(err) => {
+                    tracing::warn!(error = %chain(&err), "claiming due deadlines failed");
+                    break;
+                }
+            };
+            if claimed.is_empty() {
+                break;
+            }
+            let full = claimed.len() == settings.batch;
+            let span = tracing::info_span!("deadline_claim", claimed = claimed.len());
+            futures::stream::iter(claimed)
+                .for_each_concurrent(CONCURRENCY, |entry| settle(&lifecycle, entry))
+                .instrument(span)
+                .await;
+            if !full || shutdown.is_triggered() {
+                break;
+            }
+        }
+    }
+    tracing::info!("deadline poller stopped");
+}
+
+async fn settle(lifecycle: &Lifecycle, entry: DeadlineEntry) {
+    let Ok(order) = OrderId::new(entry.order) else {
+        return;
+    };
+    let deadlines = lifecycle.deadlines();
+    let result = match lifecycle.settle_deadline(order, unix_ms() as i64).await {
+        Ok(DeadlineOutcome::NotDue { deadline_ms }) => {
+            deadlines.reschedule(entry, deadline_ms).await
+        }
+        Ok(_) => deadlines.forget(entry).await,
+        Err(err) => {
+            // Left claimed: when the lease runs out it is due again.
+            tracing::warn!(order = entry.order, error = %chain(&err), "settling a deadline failed; retried after the lease");
+            return;
+        }
+    };
+    if let Err(err) = result {
+        tracing::warn!(order = entry.order, error = %chain(&err), "updating a settled deadline failed; it will be looked at again");
+    }
+}

@@ -1,0 +1,95 @@
+//! Stock preheat: make the database's flash items live in Redis.
+//!
+//! Runs for every item that has not ended when the origin starts (retrying
+//! until Redis is reachable), when an item is created, and lazily when the
+//! reserve script reports an item Redis does not know (Redis was restarted
+//! without its data). The preheat script never overwrites live stock.
+
+use std::time::Duration;
+
+use seckill_shared::ProductId;
+
+use crate::backoff::Backoff;
+use crate::clock::unix_s;
+use crate::shutdown::Shutdown;
+use crate::store::db::products::{self, ProductRow};
+use crate::store::db::Database;
+use crate::store::redis::stock::Stock;
+use crate::store::StoreResult;
+use crate::telemetry::chain;
+
+#[derive(Clone)]
+pub struct Preheater {
+    db: Database,
+    stock: Stock,
+}
+
+impl Preheater {
+    pub fn new(db: Database, stock: Stock) -> Self {
+        Self { db, stock }
+    }
+
+    /// Loads one database row into Redis unless it is already live.
+    pub async fn load(&self, row: &ProductRow) -> StoreResult<bool> {
+        let live = products::live_orders(&self.db, row.product_id()).await?;
+        let loaded = self.stock.preheat(row, &live).await?;
+        if loaded {
+            tracing::info!(
+                product = row.id,
+                stock = row.stock_available,
+                "stock preheated into redis"
+            );
+        }
+        Ok(loaded)
+    }
+
+    /// Brings a live item's description in line with its row after an edit,
+    /// or loads it in full if Redis does not have it.
+    pub async fn refresh(&self, row: &ProductRow) -> StoreResult<()> {
+        if !self.stock.describe(row).await? {
+            self.load(row).await?;
+        }
+        Ok(())
+    }
+
+    /// Makes one product live if the database has it and its sale has not
+    /// ended. Returns the database row (loaded or not), or `None` for an id
+    /// the database does not know.
+    pub async fn ensure_live(&self, product: ProductId) -> StoreResult<Option<ProductRow>> {
+        let Some(row) = products::get(&self.db, product).await? else {
+            return Ok(None);
+        };
+        if row.ends_at > unix_s() as i64 {
+            self.load(&row).await?;
+        }
+        Ok(Some(row))
+    }
+
+    /// Preheats every item that has not ended; returns how many were loaded.
+    pub async fn load_all(&self) -> StoreResult<usize> {
+        let rows = products::not_ended(&self.db, unix_s() as i64).await?;
+        let mut loaded = 0;
+        for row in &rows {
+            if self.load(row).await? {
+                loaded += 1;
+            }
+        }
+        tracing::info!(items = rows.len(), loaded, "stock preheat finished");
+        Ok(loaded)
+    }
+
+    /// Start-up preheat, retried with backoff until it succeeds or shutdown.
+    pub async fn load_all_with_retry(&self, shutdown: Shutdown) {
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        loop {
+            let Err(err) = self.load_all().await else {
+                return;
+            };
+            let delay = backoff.next_delay();
+            tracing::warn!(error = %chain(&err), retry_in_ms = delay.as_millis() as u64, "stock preheat failed");
+            if !shutdown.sleep(delay).await {
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Flash items (the API's products): the catalogue the sale is preheated
+//! from, and what a sale's stock is reconciled against.
+
+use seckill_shared::api::{CreateProduct, NewFlashSale};
+use seckill_shared::ProductId;
+use sqlx::any::AnyRow;
+use sqlx::{Any, FromRow, Row, Transaction};
+
+use super::Database;
+use crate::store::StoreResult;
+
+/// `stock_total` is the flash-sale stock as configured; `stock_available`
+/// is what the database believes is still unsold (total minus live orders),
+/// which is what Redis is preheated from and reconciled against.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct ProductRow {
+    pub id: i64,
+    pub name: String,
+    pub price_cents: i64,
+    pub flash_price_cents: i64,
+    pub stock_total: i64,
+    pub stock_available: i64,
+    pub starts_at: i64,
+    pub ends_at: i64,
+    pub updated_at_ms: i64,
+    pub revision: i64,
+}
+
+impl ProductRow {
+    pub fn product_id(&self) -> ProductId {
+        ProductId::new(self.id).expect("database ids are positive")
+    }
+
+    /// The row as the body that would create it (the base of an edit).
+    pub fn as_create(&self) -> CreateProduct {
+        CreateProduct {
+            name: self.name.clone(),
+            price_cents: self.price_cents,
+            flash_price_cents: self.flash_price_cents,
+            stock: self.stock_total,
+            starts_at: self.starts_at,
+            ends_at: self.ends_at,
+        }
+    }
+}
+
+const COLUMNS: &str = "id, name, price_cents, flash_price_cents, stock_total, stock_available, starts_at, ends_at, updated_at_ms, revision";
+
+/// A sale inserted in a transaction that is not committed yet: dropping it
+/// rolls the insert back.
+pub struct PendingProduct {
+    tx: Transaction<'static, Any>,
+    pub row: ProductRow,
+}
+
+impl PendingProduct {
+    pub async fn commit(self) -> StoreResult<ProductRow> {
+        self.tx.commit().await?;
+        Ok(self.row)
+    }
+}
+
+/// Inserts a sale without committing, so the caller can make it live in
+/// Redis first and commit only if that worked.
+pub async fn insert(
+    db: &Database,
+    sale: &NewFlashSale,
+    now_ms: i64,
+) -> StoreResult<PendingProduct> {
+    let mut tx = db.begin().await?;
+    let sql = format!(
+        "INSERT INTO products (name, price_cents, flash_price_cents, stock_total, stock_available, starts_at, ends_at, created_at_ms, updated_at_ms) \
+         VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $7) RETURNING {COLUMNS}"
+    );
+    let row = sqlx::query_as::<_, ProductRow>(&sql)
+        .bind(&sale.name)
+        .bind(sale.price_cents)
+        .bind(sale.flash_price_cents)
+        .bind(sale.stock)
+        .bind(sale.starts_at)
+        .bind(sale.ends_at)
+        .bind(now_ms)
+        .fetch_one(&mut *tx)
+        .await?;
+    Ok(PendingProduct { tx, row })
+}
+
+pub async fn get(db: &Database, product: ProductId) -> StoreResult<Option<ProductRow>> {
+    let sql = format!("SELECT {COLUMNS} FROM products WHERE id = $1");
+    Ok(sqlx::query_as::<_, ProductRow>(&sql)
+        .bind(product.get())
+        .fetch_optional(&db.pool)
+        .await?)
+}
+
+/// Items whose sale has not ended: the ones whose stock must be live in Redis.
+pub async fn not_ended(db: &Database, now_s: i64) -> StoreResult<Vec<ProductRow>> {
+    let sql = format!("SELECT {COLUMNS} FROM products WHERE ends_at > $1 ORDER BY id");
+    Ok(sqlx::query_as::<_, ProductRow>(&sql)
+        .bind(now_s)
+        .fetch_all(&db.pool)
+        .await?)
+}
+
+/// What Redis needs to rebuild an item it lost: the members holding a live
+/// order and the highest reservation number already used.
+#[derive(Debug, Default)]
+pub struct LiveOrders {
+    pub member_orders: Vec<(i64, i64)>,
+    pub max_seq: i64,
+}
+
+pub async fn live_orders(db: &Database, product: ProductId) -> StoreResult<LiveOrders> {
+    let rows: Vec<AnyRow> = sqlx::query(
+        "SELECT member_id, id FROM orders WHERE product_id = $1 AND status <> 'cancelled'",
+    )
+    .bind(product.get())
+    .fetch_all(&db.pool)
+    .await?;
+    let member_orders = rows
+        .iter()
+        .map(|row| Ok((row.try_get::<i64, _>(0)?, row.try_get::<i64, _>(1)?)))
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    Ok(LiveOrders {
+        member_orders,
+        max_seq: max_reservation_seq(db, product).await?,
+    })
+}
+
+/// The highest reservation number any order of the product holds.
+pub async fn max_reservation_seq(db: &Database, product: ProductId) -> StoreResult<i64> {
+    let (max_seq,): (i64,) = sqlx::query_as(
+        "SELECT COALESCE(MAX(reservation_seq), 0) FROM orders WHERE product_id = $1",
+    )
+    .bind(product.get())
+    .fetch_one(&db.pool)
+    .await?;
+    Ok(max_seq)
+}
+
+/// The most recent `limit` items, newest first.
+pub async fn recent(db: &Database, limit: i64) -> StoreResult<Vec<ProductRow>> {
+    let sql = format!("SELECT {COLUMNS} FROM products ORDER BY id DESC LIMIT $1");
+    Ok(sqlx::query_as::<_, ProductRow>(&sql)
+        .bind(limit)
+        .fetch_all(&db.pool)
+        .await?)
+}
+
+/// Writes an edited sale. Only the edited columns are named, so the
+/// change-capture triggers see exactly what changed.
+pub async fn update(
+    db: &Database,
+    product: ProductId,
+    sale: &NewFlashSale,
+    now_ms: i64,
+) -> StoreResult<Option<ProductRow>> {
+    let sql = format!(
+        "UPDATE products SET name = $2, price_cents = $3, flash_price_cents = $4, stock_total = $5, \
+         starts_at = $6, ends_at = $7, updated_at_ms = $8 WHERE id = $1 RETURNING {COLUMNS}"
+    );
+    Ok(sqlx::query_as::<_, ProductRow>(&sql)
+        .bind(product.get())
+        .bind(&sale.name)
+        .bind(sale.price_cents)
+        .bind(sale.flash_price_cents)
+        .bind(sale.stock)
+        .bind(sale.starts_at)
+        .bind(sale.ends_at)
+        .bind(now_ms)
+        .fetch_optional(&db.pool)
+        .await?)
+}

@@ -1,0 +1,73 @@
+#!lua
+-- Reserve one unit each for a batch of members of one item and queue their
+-- orders, atomically: the whole buy decision in one round trip. Each member
+-- is decided as if alone, in arrival order (docs/DESIGN.md, "The reserve
+-- script", says why it is shaped this way).
+--
+-- KEYS[1] item hash, KEYS[2] members hash, KEYS[3] order stream
+-- ARGV[1] product id, ARGV[2..] member ids
+-- Returns {'unknown_product' | 'not_started' | 'ended'} for the whole
+-- batch, or {'each', r1, r2, ...}: 'q:<seq>:<stock left>' (queued), 'a'
+-- (already holds a reservation or order), 'x' (sold out).
+local item = KEYS[1]
+local members = KEYS[2]
+local orders = KEYS[3]
+
+local fields = redis.call('HMGET', item, 'stock', 'starts_at', 'ends_at', 'price', 'seq')
+if not fields[1] then
+  return {'unknown_product'}
+end
+
+local clock = redis.call('TIME')
+local now_s = tonumber(clock[1])
+if now_s < tonumber(fields[2]) then
+  return {'not_started'}
+end
+if now_s >= tonumber(fields[3]) then
+  return {'ended'}
+end
+local reserved_at_ms = string.format('%d', now_s * 1000 + math.floor(tonumber(clock[2]) / 1000))
+
+local held = redis.call('HMGET', members, unpack(ARGV, 2))
+local stock = tonumber(fields[1])
+local seq = tonumber(fields[5]) or 0
+local results = {'each'}
+local granted = {}
+local winners = {}
+for i = 2, #ARGV do
+  local member = ARGV[i]
+  local state = held[i - 1]
+  local kind = state and string.sub(state, 1, 1)
+  if granted[member] or kind == 'q' or kind == 's' then
+    results[i] = 'a'
+  elseif stock <= 0 then
+    results[i] = 'x'
+  else
+    stock = stock - 1
+    seq = seq + 1
+    granted[member] = true
+    winners[#winners + 1] = {member, seq}
+    results[i] = 'q:' .. seq .. ':' .. stock
+  end
+end
+if #winners == 0 then
+  return results
+end
+
+local function queue(winner)
+  redis.call('XADD', orders, '*',
+    'member', winner[1], 'product', ARGV[1], 'seq', winner[2],
+    'price', fields[4], 'reserved_at_ms', reserved_at_ms)
+end
+queue(winners[1])
+redis.call('HSET', item, 'stock', stock, 'seq', seq)
+for w = 2, #winners do
+  queue(winners[w])
+end
+local states = {}
+for w = 1, #winners do
+  states[#states + 1] = winners[w][1]
+  states[#states + 1] = 'q:' .. winners[w][2]
+end
+redis.call('HSET', members, unpack(states))
+return results

@@ -1,0 +1,109 @@
+//! The origin built in this test process, as `main` builds it, on port 0
+//! against a test's own redis-server and database: for contract, bad-input
+//! and single-node tests, which need no process of their own. Tests that
+//! kill, restart or cut an origin start a real process instead
+//! (`crate::origin`).
+
+use std::net::SocketAddr;
+
+use seckill_origin::config::Cli;
+use seckill_origin::shutdown::Shutdown;
+use seckill_origin::startup::Application;
+use tokio::task::JoinHandle;
+
+use crate::client::Api;
+use crate::database::TestDatabase;
+
+/// Settings of a test app, as `(VARIABLE, value)` pairs on top of the
+/// defaults every test app has: port 0, the test secrets, demo login on.
+#[derive(Debug, Clone, Default)]
+pub struct AppSettings(Vec<(String, String)>);
+
+impl AppSettings {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets (or overrides) one setting by its variable name.
+    pub fn set(mut self, var: &str, value: impl ToString) -> Self {
+        self.0.retain(|(k, _)| k != var);
+        self.0.push((var.to_string(), value.to_string()));
+        self
+    }
+
+    /// No background loops (no order consumers, deadline poller, change
+    /// relay or reconciliation): the order stream keeps every reservation
+    /// for the test to count, and Redis sees only what requests cause.
+    pub fn quiet(self) -> Self {
+        self.set("SECKILL_CONSUMERS", 0)
+            .set("SECKILL_CANCEL_POLL_MS", 0)
+            .set("SECKILL_CDC_POLL_MS", 0)
+            .set("SECKILL_RECONCILE_INTERVAL_S", 0)
+    }
+}
+
+/// A running in-process origin; stopped when dropped.
+pub struct TestApp {
+    addr: SocketAddr,
+    shutdown: Shutdown,
+    served: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    /// Builds and starts the origin on `redis_url` and `db`.
+    pub async fn start(redis_url: &str, db: &TestDatabase, settings: AppSettings) -> Self {
+        let mut vars: Vec<(String, String)> = [
+            ("SECKILL_BIND", "127.0.0.1:0"),
+            ("REDIS_URL", redis_url),
+            ("DATABASE_URL", db.url()),
+            ("SECKILL_TOKEN_SECRET", crate::TOKEN_SECRET),
+            ("SECKILL_ADMIN_TOKEN", crate::ADMIN_TOKEN),
+            ("SECKILL_DEMO_LOGIN", "1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        vars.retain(|(k, _)| !settings.0.iter().any(|(var, _)| var == k));
+        vars.extend(settings.0);
+        let config = Cli::from_vars(vars)
+            .unwrap_or_else(|err| panic!("test app settings: {err}"))
+            .config;
+        let shutdown = Shutdown::new();
+        let app = Application::build(config, shutdown.clone())
+            .await
+            .unwrap_or_else(|err| panic!("the test app cannot start: {err:#}"));
+        let addr = app.local_addr();
+        let served = tokio::spawn(app.run());
+        Self {
+            addr,
+            shutdown,
+            served: Some(served),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn api(&self) -> Api {
+        Api::new(&self.url())
+    }
+
+    /// Stops it as SIGTERM would: requests in flight finish, background
+    /// tasks finish the unit of work they hold.
+    pub async fn stop(&mut self) {
+        self.shutdown.trigger();
+        if let Some(served) = self.served.take() {
+            served
+                .await
+                .expect("the test app panicked")
+                .expect("the test app failed");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
