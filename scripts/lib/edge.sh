@@ -27,7 +27,7 @@ ensure_edge_toolchain() {
     || { log "rustup target add wasm32-unknown-unknown"; rustup target add wasm32-unknown-unknown; }
   cargo_install_pinned worker-build "$WORKER_BUILD_VERSION" worker-build --locked
   # Without --locked: the CLI's own lock file names a crate version the
-  # registry no longer serves (see ../shared/EDGE-TOOLCHAIN.md).
+  # registry no longer serves.
   cargo_install_pinned wasm-bindgen-cli "$WASM_BINDGEN_VERSION" wasm-bindgen
   local lock_version
   lock_version=$(grep -A1 '^name = "wasm-bindgen"$' "$root/Cargo.lock" | sed -n 's/^version = "\(.*\)"/\1/p')

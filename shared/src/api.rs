@@ -1,4 +1,5 @@
-//! Request and response bodies of the HTTP contract (`API.md`).
+//! Request and response bodies of the HTTP contract (the README's
+//! "The HTTP contract" section).
 //!
 //! Request bodies reject unknown fields, and the ones that carry user input
 //! convert into validated domain types, so a handler never sees a product
@@ -71,7 +72,7 @@ pub struct BuyAccepted {
     pub status: BuyStatus,
 }
 
-/// The seed's `/miaosha/result`: empty, `1` queued, order id, `-1` failed.
+/// Where a member's buy stands: nothing, queued, an order, or failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ResultStatus {

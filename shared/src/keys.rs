@@ -74,8 +74,7 @@ impl RedisKeys {
         self.product_key(product, "stock-changes")
     }
 
-    /// Stream of captured catalogue changes (the seed's
-    /// `productDetailChange` topic), fed by the change relay.
+    /// Stream of captured catalogue changes, fed by the change relay.
     pub fn product_changes(&self) -> String {
         format!("{}product-changes", self.prefix)
     }

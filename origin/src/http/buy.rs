@@ -35,7 +35,7 @@ pub async fn buy(
     }
 }
 
-/// The seed's `/miaosha/result`, for the calling member only.
+/// Where the calling member's buy stands (polled after a 202).
 pub async fn result(
     State(state): State<AppState>,
     AuthedMember(member): AuthedMember,

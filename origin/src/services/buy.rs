@@ -222,7 +222,7 @@ impl Buying {
             .map_err(StoreError::from)?)
     }
 
-    /// The seed's `/miaosha/result`, for the calling member only.
+    /// Where the calling member's buy of `product` stands.
     pub async fn result(&self, product: ProductId, member: MemberId) -> StoreResult<ResultView> {
         if let BuyPath::SyncDb(sync_db) = &self.path {
             return sync_db.result(product, member).await;
