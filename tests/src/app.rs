@@ -6,9 +6,9 @@
 
 use std::net::SocketAddr;
 
-use seckill_origin::config::Cli;
+use seckill_origin::config::{Cli, Config};
 use seckill_origin::shutdown::Shutdown;
-use seckill_origin::startup::Application;
+use seckill_origin::startup::{Application, Worker};
 use tokio::task::JoinHandle;
 
 use crate::client::Api;
@@ -40,18 +40,9 @@ impl AppSettings {
             .set("SECKILL_CDC_POLL_MS", 0)
             .set("SECKILL_RECONCILE_INTERVAL_S", 0)
     }
-}
 
-/// A running in-process origin; stopped when dropped.
-pub struct TestApp {
-    addr: SocketAddr,
-    shutdown: Shutdown,
-    served: Option<JoinHandle<anyhow::Result<()>>>,
-}
-
-impl TestApp {
-    /// Builds and starts the origin on `redis_url` and `db`.
-    pub async fn start(redis_url: &str, db: &TestDatabase, settings: AppSettings) -> Self {
+    /// The configuration of a test app: the defaults, then `settings`.
+    fn config(self, redis_url: &str, db: &TestDatabase) -> Config {
         let mut vars: Vec<(String, String)> = [
             ("SECKILL_BIND", "127.0.0.1:0"),
             ("REDIS_URL", redis_url),
@@ -63,11 +54,25 @@ impl TestApp {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        vars.retain(|(k, _)| !settings.0.iter().any(|(var, _)| var == k));
-        vars.extend(settings.0);
-        let config = Cli::from_vars(vars)
+        vars.retain(|(k, _)| !self.0.iter().any(|(var, _)| var == k));
+        vars.extend(self.0);
+        Cli::from_vars(vars)
             .unwrap_or_else(|err| panic!("test app settings: {err}"))
-            .config;
+            .config
+    }
+}
+
+/// A running in-process origin; stopped when dropped.
+pub struct TestApp {
+    addr: SocketAddr,
+    shutdown: Shutdown,
+    served: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    /// Builds and starts the origin on the Redis at `redis_url` and `db`.
+    pub async fn start(redis_url: String, db: &TestDatabase, settings: AppSettings) -> Self {
+        let config = settings.config(&redis_url, db);
         let shutdown = Shutdown::new();
         let app = Application::build(config, shutdown.clone())
             .await
@@ -103,6 +108,30 @@ impl TestApp {
 }
 
 impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
+
+/// `seckill-origin worker` (order consumers and the deadline poller) built
+/// in-process; stopped when dropped.
+pub struct TestWorker {
+    shutdown: Shutdown,
+}
+
+impl TestWorker {
+    pub async fn start(redis_url: String, db: &TestDatabase, settings: AppSettings) -> Self {
+        let config = settings.config(&redis_url, db);
+        let shutdown = Shutdown::new();
+        let worker = Worker::build(config, shutdown.clone())
+            .await
+            .unwrap_or_else(|err| panic!("the test worker cannot start: {err:#}"));
+        tokio::spawn(worker.run());
+        Self { shutdown }
+    }
+}
+
+impl Drop for TestWorker {
     fn drop(&mut self) {
         self.shutdown.trigger();
     }

@@ -19,7 +19,7 @@ pub mod paths;
 pub mod proxy;
 pub mod redis_server;
 
-pub use app::{AppSettings, TestApp};
+pub use app::{AppSettings, TestApp, TestWorker};
 pub use client::{Api, Sale};
 pub use database::{Backend, TestDatabase};
 pub use edge::Edge;

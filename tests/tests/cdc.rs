@@ -1,5 +1,5 @@
 //! Change data capture and reconciliation against real databases,
-//! redis-server and several origins: edits made through the API and with
+//! redis-server and several in-process origins: edits made through the API and with
 //! plain SQL reach every origin, stock edits are applied once and never
 //! oversell, and drift between Redis and the database is found and, when
 //! safe, repaired.
@@ -12,7 +12,8 @@ use seckill_tests::checks::{
     buy_all, keys, orders, pid, redis_stock, rush, stock_available, wait_for_orders,
 };
 use seckill_tests::{
-    eventually, Api, Backend, Origin, OriginOptions, RedisServer, Sale, TestDatabase, ADMIN_TOKEN,
+    eventually, Api, AppSettings, Backend, Origin, OriginOptions, RedisServer, Sale, TestApp,
+    TestDatabase, TestWorker, ADMIN_TOKEN,
 };
 use serde_json::{json, Value};
 use sqlx::AnyPool;
@@ -52,7 +53,7 @@ async fn reconcile(api: &Api, product: i64) -> Value {
 }
 
 /// Waits until `origin` shows `field` of the product equal to `expected`.
-async fn shows(origin: &Origin, product: i64, field: &str, expected: Value) {
+async fn shows(origin: &TestApp, product: i64, field: &str, expected: Value) {
     let api = origin.api();
     eventually(
         PROPAGATION,
@@ -69,12 +70,11 @@ async fn shows(origin: &Origin, product: i64, field: &str, expected: Value) {
 }
 
 async fn edits_reach_every_origin(backend: Backend) {
-    let label = "cdc_edits";
     let redis = RedisServer::start().await;
     let db = TestDatabase::create(backend).await;
     let (a, b) = tokio::join!(
-        Origin::start(OriginOptions::new(label, &redis, &db)),
-        Origin::start(OriginOptions::new(label, &redis, &db))
+        TestApp::start(redis.url(), &db, AppSettings::new()),
+        TestApp::start(redis.url(), &db, AppSettings::new())
     );
     let created = a.api().create_sale(&Sale::open(10)).await;
     let product = created.product_id.get();
@@ -164,12 +164,12 @@ async fn edits_reach_every_origin_postgres() {
 }
 
 async fn stock_added_with_sql_sells_again_without_oversell(backend: Backend) {
-    let label = "cdc_stock_added";
     let redis = RedisServer::start().await;
     let db = TestDatabase::create(backend).await;
+    let long_flags = || AppSettings::new().set("SECKILL_SOLDOUT_TTL_MS", 60_000);
     let (a, b) = tokio::join!(
-        Origin::start(OriginOptions::new(label, &redis, &db).env("SECKILL_SOLDOUT_TTL_MS", 60_000)),
-        Origin::start(OriginOptions::new(label, &redis, &db).env("SECKILL_SOLDOUT_TTL_MS", 60_000))
+        TestApp::start(redis.url(), &db, long_flags()),
+        TestApp::start(redis.url(), &db, long_flags())
     );
     let product = a.api().create_sale(&Sale::open(3)).await.product_id.get();
     assert_eq!(buy_all(&a.api(), product, 1..=3).await.len(), 3);
@@ -233,12 +233,15 @@ async fn stock_added_with_sql_sells_again_without_oversell_postgres() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removing_stock_never_takes_reserved_units() {
-    let label = "cdc_stock_removed";
     let redis = RedisServer::start().await;
     let db = TestDatabase::create(Backend::Postgres).await;
     // Reservations stay queued (no consumers) while the stock is cut.
-    let origin =
-        Origin::start(OriginOptions::new(label, &redis, &db).env("SECKILL_CONSUMERS", 0)).await;
+    let origin = TestApp::start(
+        redis.url(),
+        &db,
+        AppSettings::new().set("SECKILL_CONSUMERS", 0),
+    )
+    .await;
     let api = origin.api();
     let product = api.create_sale(&Sale::open(10)).await.product_id.get();
     assert_eq!(buy_all(&api, product, 1..=6).await.len(), 6);
@@ -258,7 +261,7 @@ async fn removing_stock_never_takes_reserved_units() {
     .await;
     assert_eq!(api.buy(product, 7).await.error(), Some("sold_out"));
     // The six reservations still become orders.
-    let _worker = Origin::start(OriginOptions::new(label, &redis, &db).arg("worker")).await;
+    let _worker = TestWorker::start(redis.url(), &db, AppSettings::new()).await;
     let rows = wait_for_orders(&pool, product, 6).await;
     assert_eq!(rows.len(), 6);
     assert_eq!(
@@ -270,10 +273,9 @@ async fn removing_stock_never_takes_reserved_units() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_relayed_twice_is_applied_once() {
-    let label = "cdc_relayed_twice";
     let redis = RedisServer::start().await;
     let db = TestDatabase::create(Backend::Sqlite).await;
-    let origin = Origin::start(OriginOptions::new(label, &redis, &db)).await;
+    let origin = TestApp::start(redis.url(), &db, AppSettings::new()).await;
     let api = origin.api();
     let product = api.create_sale(&Sale::open(5)).await.product_id.get();
     let pool = db.pool().await;
@@ -335,6 +337,7 @@ async fn a_change_relayed_twice_is_applied_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drift_is_reported_and_repaired_only_when_quiet() {
+    // An origin process: the test reads what it logs.
     let label = "cdc_drift";
     let redis = RedisServer::start().await;
     let db = TestDatabase::create(Backend::Sqlite).await;
@@ -403,7 +406,7 @@ async fn drift_is_reported_and_repaired_only_when_quiet() {
     );
 
     // Once the reservation is written the item is quiet again and repaired.
-    let _worker = Origin::start(OriginOptions::new(label, &redis, &db).arg("worker")).await;
+    let _worker = TestWorker::start(redis.url(), &db, AppSettings::new()).await;
     wait_for_orders(&pool, product, 4).await;
     let item = reconcile(&api, product).await;
     assert_eq!(
@@ -420,7 +423,7 @@ async fn drift_is_reported_and_repaired_only_when_quiet() {
 async fn admin_edits_validate_their_input() {
     let redis = RedisServer::start().await;
     let db = TestDatabase::create(Backend::Sqlite).await;
-    let origin = Origin::start(OriginOptions::new("cdc_admin_input", &redis, &db)).await;
+    let origin = TestApp::start(redis.url(), &db, AppSettings::new()).await;
     let api = origin.api();
     let product = api.create_sale(&Sale::open(5)).await.product_id.get();
     let path = format!("/admin/products/{product}");

@@ -22,7 +22,7 @@ use serde_json::json;
 /// An in-process origin whose background loops are off (see
 /// [`AppSettings::quiet`]).
 async fn quiet_app(redis: &RedisServer, db: &TestDatabase) -> TestApp {
-    TestApp::start(&redis.url(), db, AppSettings::new().quiet()).await
+    TestApp::start(redis.url(), db, AppSettings::new().quiet()).await
 }
 
 /// The same as an origin process, for the tests that stop and start it.
@@ -382,7 +382,7 @@ async fn bad_input_gets_the_contracts_4xx() {
 async fn demo_login_is_absent_unless_enabled() {
     let redis = RedisServer::start().await;
     let db = TestDatabase::create(Backend::Sqlite).await;
-    let with = TestApp::start(&redis.url(), &db, AppSettings::new()).await;
+    let with = TestApp::start(redis.url(), &db, AppSettings::new()).await;
     let reply = with
         .api()
         .send(
@@ -413,7 +413,7 @@ async fn demo_login_is_absent_unless_enabled() {
     assert_eq!(bought.status, 202, "the demo token buys");
 
     let without = TestApp::start(
-        &redis.url(),
+        redis.url(),
         &db,
         AppSettings::new().set("SECKILL_DEMO_LOGIN", 0),
     )

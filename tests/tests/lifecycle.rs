@@ -1,6 +1,7 @@
-//! Order lifecycle against real redis-server, databases and several origin
-//! processes: payment racing the deadline, delayed cancellation, stock
-//! returned exactly once, and sold-out flags kept in step across nodes.
+//! Order lifecycle against real redis-server, databases and several
+//! origins (in-process, or processes where one is killed): payment racing
+//! the deadline, delayed cancellation, stock returned exactly once, and
+//! sold-out flags kept in step across nodes.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -13,7 +14,10 @@ use seckill_tests::checks::{
 };
 use seckill_tests::client::{unix_now_ms, Api};
 use seckill_tests::proxy::TcpProxy;
-use seckill_tests::{eventually, Backend, Origin, OriginOptions, RedisServer, Sale, TestDatabase};
+use seckill_tests::{
+    eventually, AppSettings, Backend, Origin, OriginOptions, RedisServer, Sale, TestApp,
+    TestDatabase,
+};
 use sqlx::AnyPool;
 
 /// `(order, created_at_ms, status, paid_at_ms, cancelled_at_ms)` of a product's orders.
@@ -40,15 +44,16 @@ async fn returned_count(conn: &mut redis::aio::MultiplexedConnection, product: i
 }
 
 async fn pay_races_the_deadline(backend: Backend) {
-    let label = "lifecycle_pay_race";
     let redis = RedisServer::start().await;
     let db = TestDatabase::create(backend).await;
     let origin = |_| {
-        Origin::start(
-            OriginOptions::new(label, &redis, &db)
-                .env("SECKILL_PAY_TIMEOUT_S", 3)
-                .env("SECKILL_CANCEL_POLL_MS", 50)
-                .env("SECKILL_CONSUMERS", 2),
+        TestApp::start(
+            redis.url(),
+            &db,
+            AppSettings::new()
+                .set("SECKILL_PAY_TIMEOUT_S", 3)
+                .set("SECKILL_CANCEL_POLL_MS", 50)
+                .set("SECKILL_CONSUMERS", 2),
         )
     };
     // Two nodes: both poll the deadlines, both take payments.
@@ -161,11 +166,14 @@ async fn pay_races_the_deadline_postgres() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unpaid_orders_are_cancelled_on_time_and_paid_ones_never() {
-    let label = "lifecycle_timeout";
     let redis = RedisServer::start().await;
     let db = TestDatabase::create(Backend::Postgres).await;
-    let origin =
-        Origin::start(OriginOptions::new(label, &redis, &db).env("SECKILL_PAY_TIMEOUT_S", 2)).await;
+    let origin = TestApp::start(
+        redis.url(),
+        &db,
+        AppSettings::new().set("SECKILL_PAY_TIMEOUT_S", 2),
+    )
+    .await;
     let api = origin.api();
     let product = api.create_sale(&Sale::open(20)).await.product_id.get();
     assert_eq!(buy_all(&api, product, 1..=20).await.len(), 20);
@@ -240,16 +248,17 @@ async fn unpaid_orders_are_cancelled_on_time_and_paid_ones_never() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sold_out_flags_follow_across_three_origins() {
-    let label = "lifecycle_three_origins";
     let redis = RedisServer::start().await;
     let db = TestDatabase::create(Backend::Sqlite).await;
     // Flags that would otherwise last a minute: only the broadcast can
     // explain a node changing its mind within seconds.
     let start = || {
-        Origin::start(
-            OriginOptions::new(label, &redis, &db)
-                .env("SECKILL_SOLDOUT_TTL_MS", 60_000)
-                .env("SECKILL_PAY_TIMEOUT_S", 2),
+        TestApp::start(
+            redis.url(),
+            &db,
+            AppSettings::new()
+                .set("SECKILL_SOLDOUT_TTL_MS", 60_000)
+                .set("SECKILL_PAY_TIMEOUT_S", 2),
         )
     };
     let (a, b, c) = tokio::join!(start(), start(), start());
@@ -305,17 +314,16 @@ async fn sold_out_flags_follow_across_three_origins() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cut_off_from_redis_catches_up_on_flags() {
-    let label = "lifecycle_cut_off";
     let redis = RedisServer::start().await;
     let db = TestDatabase::create(Backend::Sqlite).await;
     let proxy = TcpProxy::start(redis.port()).await;
-    let options = |url: &str| {
-        OriginOptions::with_urls(label, url, db.url())
-            .env("SECKILL_SOLDOUT_TTL_MS", 60_000)
-            .env("SECKILL_CONSUMERS", 0)
+    let settings = || {
+        AppSettings::new()
+            .set("SECKILL_SOLDOUT_TTL_MS", 60_000)
+            .set("SECKILL_CONSUMERS", 0)
     };
-    let direct = Origin::start(options(&redis.url())).await;
-    let cut_off = Origin::start(options(&proxy.url())).await;
+    let direct = TestApp::start(redis.url(), &db, settings()).await;
+    let cut_off = TestApp::start(proxy.url(), &db, settings()).await;
     let product = direct
         .api()
         .create_sale(&Sale::open(2))

@@ -14,11 +14,21 @@ use seckill_tests::checks::{
     buy_all, keys, orders, pending, pid, stock_available, wait_for_orders,
 };
 use seckill_tests::redis_server::Persistence;
-use seckill_tests::{eventually, Backend, Origin, OriginOptions, RedisServer, Sale, TestDatabase};
+use seckill_tests::{
+    eventually, AppSettings, Backend, Origin, OriginOptions, RedisServer, Sale, TestApp,
+    TestDatabase, TestWorker,
+};
 use tokio::sync::Semaphore;
 
-fn buyer_origin(label: &str, redis: &RedisServer, db: &TestDatabase) -> OriginOptions {
-    OriginOptions::new(label, redis, db).env("SECKILL_CONSUMERS", 0)
+/// An in-process origin that takes buys and writes no orders: the
+/// workers under test do.
+async fn buyer(redis: &RedisServer, db: &TestDatabase) -> TestApp {
+    TestApp::start(
+        redis.url(),
+        db,
+        AppSettings::new().set("SECKILL_CONSUMERS", 0),
+    )
+    .await
 }
 
 fn worker(label: &str, redis: &RedisServer, db: &TestDatabase) -> OriginOptions {
@@ -26,19 +36,19 @@ fn worker(label: &str, redis: &RedisServer, db: &TestDatabase) -> OriginOptions 
 }
 
 async fn thousand_reservations_become_thousand_orders(backend: Backend) {
-    let label = "pipeline_thousand";
     let redis = RedisServer::start().await;
     let db = TestDatabase::create(backend).await;
-    let buyer = Origin::start(buyer_origin(label, &redis, &db)).await;
+    let buyer = buyer(&redis, &db).await;
     let api = buyer.api();
     let product = api.create_sale(&Sale::open(1_000)).await.product_id.get();
     let queued = buy_all(&api, product, 1..=1_000).await;
     assert_eq!(queued.len(), 1_000);
 
-    // Order writing runs in its own processes, two consumers each.
+    // Order writing runs in workers of its own, two consumers each.
+    let two_consumers = || AppSettings::new().set("SECKILL_CONSUMERS", 2);
     let _workers = tokio::join!(
-        Origin::start(worker(label, &redis, &db).env("SECKILL_CONSUMERS", 2)),
-        Origin::start(worker(label, &redis, &db).env("SECKILL_CONSUMERS", 2)),
+        TestWorker::start(redis.url(), &db, two_consumers()),
+        TestWorker::start(redis.url(), &db, two_consumers()),
     );
     let pool = db.pool().await;
     let rows = wait_for_orders(&pool, product, 1_000).await;
@@ -84,7 +94,7 @@ async fn killed_worker_loses_nothing(backend: Backend) {
     let label = "pipeline_killed_worker";
     let redis = RedisServer::start().await;
     let db = TestDatabase::create(backend).await;
-    let buyer = Origin::start(buyer_origin(label, &redis, &db)).await;
+    let buyer = buyer(&redis, &db).await;
     let api = buyer.api();
     let product = api.create_sale(&Sale::open(300)).await.product_id.get();
     let queued = buy_all(&api, product, 1..=300).await;
@@ -438,7 +448,7 @@ async fn graceful_shutdown_finishes_the_batch_in_hand() {
     let label = "pipeline_shutdown";
     let redis = RedisServer::start().await;
     let db = TestDatabase::create(Backend::Postgres).await;
-    let buyer = Origin::start(buyer_origin(label, &redis, &db)).await;
+    let buyer = buyer(&redis, &db).await;
     let api = buyer.api();
     let product = api.create_sale(&Sale::open(2_000)).await.product_id.get();
     assert_eq!(buy_all(&api, product, 1..=2_000).await.len(), 2_000);
