@@ -610,3 +610,61 @@ async fn one_reserve_call_decides_each_member_of_a_batch_as_if_alone() {
         .collect();
     assert_eq!(queued, [(7, 41), (12, 42), (8, 43)], "in arrival order");
 }
+
+/// A request's id (as the edge sends it) is on every log line the origin
+/// writes for it, with the matched route and the status, and the log can
+/// be one JSON object per line for a shipper.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_id_is_followed_into_the_json_log() {
+    let redis = RedisServer::start().await;
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    let origin = Origin::start(
+        OriginOptions::new("hot_path_request_log", &redis, &db)
+            .env("SECKILL_LOG_FORMAT", "json")
+            .env("SECKILL_CONSUMERS", 0),
+    )
+    .await;
+    let api = origin.api();
+    let product = api.create_sale(&Sale::open(1)).await.product_id.get();
+    let token = Api::token(5);
+    let buy = api
+        .send_raw(
+            api.http()
+                .post(format!("{}/api/seckill/{product}/orders", api.base()))
+                .bearer_auth(&token)
+                .header("x-request-id", "edge-buy-5"),
+        )
+        .await;
+    assert_eq!(buy.status, 202);
+    assert_eq!(buy.header("x-request-id"), Some("edge-buy-5"));
+    // A request without an id is given one, and answers with it.
+    let unnamed = api.get("/api/time").await;
+    let given = unnamed
+        .header("x-request-id")
+        .expect("an id is given")
+        .to_string();
+
+    let lines = eventually(Duration::from_secs(5), "the answers to be logged", || {
+        let (log, given) = (origin.log(), given.clone());
+        async move {
+            let lines: Vec<serde_json::Value> = log
+                .lines()
+                .map(|line| serde_json::from_str(line).expect("every log line is JSON"))
+                .collect();
+            let answered = |id: &str| {
+                lines.iter().any(|line| {
+                    line["span"]["request_id"] == id && line["fields"]["status"].is_number()
+                })
+            };
+            (answered("edge-buy-5") && answered(&given)).then_some(lines)
+        }
+    })
+    .await;
+    let answer = lines
+        .iter()
+        .find(|line| line["span"]["request_id"] == "edge-buy-5")
+        .unwrap();
+    assert_eq!(answer["span"]["route"], "/api/seckill/{product_id}/orders");
+    assert_eq!(answer["span"]["method"], "POST");
+    assert_eq!(answer["fields"]["status"], 202);
+}
