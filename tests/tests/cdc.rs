@@ -94,6 +94,11 @@ async fn edits_reach_every_origin(backend: Backend) {
     )
     .await;
     assert_eq!(patched.status, 200, "{:?}", patched.body);
+    assert_eq!(
+        patched.body["revision"],
+        json!(created.revision + 1),
+        "the answer is the product as it now stands, revision included"
+    );
     for origin in [&a, &b] {
         shows(origin, product, "flash_price_cents", json!(555)).await;
     }

@@ -60,6 +60,21 @@ impl PendingProduct {
     }
 }
 
+/// Binds a sale's columns in the order `insert` and `update` name them:
+/// name, price, flash price, stock, window.
+fn bind_sale<'q, O>(
+    query: sqlx::query::QueryAs<'q, Any, O, sqlx::any::AnyArguments<'q>>,
+    sale: &'q NewFlashSale,
+) -> sqlx::query::QueryAs<'q, Any, O, sqlx::any::AnyArguments<'q>> {
+    query
+        .bind(&sale.name)
+        .bind(sale.price_cents)
+        .bind(sale.flash_price_cents)
+        .bind(sale.stock)
+        .bind(sale.starts_at)
+        .bind(sale.ends_at)
+}
+
 /// Inserts a sale without committing, so the caller can make it live in
 /// Redis first and commit only if that worked.
 pub async fn insert(
@@ -69,16 +84,10 @@ pub async fn insert(
 ) -> StoreResult<PendingProduct> {
     let mut tx = db.begin().await?;
     let sql = format!(
-        "INSERT INTO products (name, price_cents, flash_price_cents, stock_total, stock_available, starts_at, ends_at, created_at_ms, updated_at_ms) \
-         VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $7) RETURNING {COLUMNS}"
+        "INSERT INTO products (name, price_cents, flash_price_cents, stock_total, starts_at, ends_at, stock_available, created_at_ms, updated_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $4, $7, $7) RETURNING {COLUMNS}"
     );
-    let row = sqlx::query_as::<_, ProductRow>(&sql)
-        .bind(&sale.name)
-        .bind(sale.price_cents)
-        .bind(sale.flash_price_cents)
-        .bind(sale.stock)
-        .bind(sale.starts_at)
-        .bind(sale.ends_at)
+    let row = bind_sale(sqlx::query_as::<_, ProductRow>(&sql), sale)
         .bind(now_ms)
         .fetch_one(&mut *tx)
         .await?;
@@ -147,27 +156,37 @@ pub async fn recent(db: &Database, limit: i64) -> StoreResult<Vec<ProductRow>> {
         .await?)
 }
 
-/// Writes an edited sale. Only the edited columns are named, so the
-/// change-capture triggers see exactly what changed.
+/// Writes an edited sale and returns the row as it then stands. Only the
+/// edited columns are named, so the change-capture triggers see exactly
+/// what changed; the row is read back after the statement because on
+/// SQLite the trigger that bumps `revision` runs after `RETURNING` would
+/// have answered.
 pub async fn update(
     db: &Database,
     product: ProductId,
     sale: &NewFlashSale,
     now_ms: i64,
 ) -> StoreResult<Option<ProductRow>> {
-    let sql = format!(
-        "UPDATE products SET name = $2, price_cents = $3, flash_price_cents = $4, stock_total = $5, \
-         starts_at = $6, ends_at = $7, updated_at_ms = $8 WHERE id = $1 RETURNING {COLUMNS}"
-    );
-    Ok(sqlx::query_as::<_, ProductRow>(&sql)
+    let mut tx = db.begin().await?;
+    let updated = bind_sale(
+        sqlx::query_as::<_, (i64,)>(
+            "UPDATE products SET name = $1, price_cents = $2, flash_price_cents = $3, stock_total = $4, \
+             starts_at = $5, ends_at = $6, updated_at_ms = $7 WHERE id = $8 RETURNING id",
+        ),
+        sale,
+    )
+    .bind(now_ms)
+    .bind(product.get())
+    .fetch_optional(&mut *tx)
+    .await?;
+    if updated.is_none() {
+        return Ok(None);
+    }
+    let sql = format!("SELECT {COLUMNS} FROM products WHERE id = $1");
+    let row = sqlx::query_as::<_, ProductRow>(&sql)
         .bind(product.get())
-        .bind(&sale.name)
-        .bind(sale.price_cents)
-        .bind(sale.flash_price_cents)
-        .bind(sale.stock)
-        .bind(sale.starts_at)
-        .bind(sale.ends_at)
-        .bind(now_ms)
-        .fetch_optional(&db.pool)
-        .await?)
+        .fetch_optional(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(row)
 }
