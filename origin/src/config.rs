@@ -124,6 +124,9 @@ pub struct Config {
     /// how long (ms) a claimed deadline belongs to its poller
     #[arg(long, env = "SECKILL_CANCEL_LEASE_MS", default_value = "30000", value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
     pub cancel_lease_ms: u64,
+    /// how often (s) the backstop sweep cancels overdue unpaid orders Redis lost track of (`0`: never)
+    #[arg(long, env = "SECKILL_SWEEP_INTERVAL_S", default_value = "30", value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub sweep_interval_s: u64,
     /// change-log poll interval (ms; `0`: this process does not relay or apply changes)
     #[arg(long, env = "SECKILL_CDC_POLL_MS", default_value = "500", value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub cdc_poll_ms: u64,
@@ -276,6 +279,10 @@ impl Config {
 
     pub fn cancel_poll(&self) -> Option<Duration> {
         Self::unless_zero(Duration::from_millis(self.cancel_poll_ms))
+    }
+
+    pub fn sweep_interval(&self) -> Option<Duration> {
+        Self::unless_zero(Duration::from_secs(self.sweep_interval_s))
     }
 
     pub fn cdc_poll(&self) -> Option<Duration> {

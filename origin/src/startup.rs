@@ -123,7 +123,9 @@ fn spawn_poller(
             interval,
             lease: Duration::from_millis(config.cancel_lease_ms),
             batch: DEADLINE_BATCH,
+            sweep: config.sweep_interval(),
         };
+        tasks.spawn(poller::sweep(lifecycle.clone(), settings, shutdown.clone()));
         tasks.spawn(poller::run(lifecycle, settings, shutdown.clone()));
     }
 }
@@ -154,7 +156,11 @@ impl Application {
 
         let metrics = Arc::new(Metrics::new());
         let sold_out = stores.sold_out(&config);
-        let preheater = Preheater::new(stores.db.clone(), stores.stock.clone());
+        let preheater = Preheater::new(
+            stores.db.clone(),
+            stores.stock.clone(),
+            stores.deadlines.clone(),
+        );
         let catalog = Arc::new(Catalog::new(
             stores.db.clone(),
             stores.stock.clone(),
@@ -200,7 +206,11 @@ impl Application {
                 &mut tasks,
             )?;
             spawn_poller(&mut tasks, &config, lifecycle.clone(), &shutdown);
-            tasks.spawn(sold_out.clone().follow(catalog.clone(), shutdown.clone()));
+            tasks.spawn(sold_out.clone().follow(
+                catalog.clone(),
+                preheater.clone(),
+                shutdown.clone(),
+            ));
             let changes = ChangeStream::new(stores.redis.clone());
             if let Some(poll) = config.cdc_poll() {
                 let ctx = CdcContext {

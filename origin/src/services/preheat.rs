@@ -3,10 +3,14 @@
 //! Runs for every item that has not ended when the origin starts (retrying
 //! until Redis is reachable), when an item is created, and lazily when the
 //! reserve script reports an item Redis does not know (Redis was restarted
-//! without its data). The preheat script never overwrites live stock.
+//! without its data). The preheat script never overwrites live stock, nor a
+//! newer description. An item loaded from the database gets back what
+//! Redis lost with it: members holding orders, the reservations whose unit
+//! already went back, and the payment deadlines of its unpaid orders.
 
 use std::time::Duration;
 
+use seckill_shared::keys::DeadlineEntry;
 use seckill_shared::ProductId;
 
 use crate::backoff::Backoff;
@@ -14,6 +18,7 @@ use crate::clock::unix_s;
 use crate::shutdown::Shutdown;
 use crate::store::db::products::{self, ProductRow};
 use crate::store::db::Database;
+use crate::store::redis::deadlines::PaymentDeadlines;
 use crate::store::redis::stock::Stock;
 use crate::store::StoreResult;
 use crate::telemetry::chain;
@@ -22,21 +27,36 @@ use crate::telemetry::chain;
 pub struct Preheater {
     db: Database,
     stock: Stock,
+    deadlines: PaymentDeadlines,
 }
 
 impl Preheater {
-    pub fn new(db: Database, stock: Stock) -> Self {
-        Self { db, stock }
+    pub fn new(db: Database, stock: Stock, deadlines: PaymentDeadlines) -> Self {
+        Self {
+            db,
+            stock,
+            deadlines,
+        }
     }
 
     /// Loads one database row into Redis unless it is already live.
     pub async fn load(&self, row: &ProductRow) -> StoreResult<bool> {
-        let live = products::live_orders(&self.db, row.product_id()).await?;
+        let product = row.product_id();
+        let live = products::live_orders(&self.db, product).await?;
         let loaded = self.stock.preheat(row, &live).await?;
         if loaded {
+            // The deadlines set spans products, so it is a call of its own;
+            // one that is lost is found by the backstop sweep.
+            let deadlines: Vec<(i64, DeadlineEntry)> = live
+                .unpaid_deadlines
+                .iter()
+                .map(|&(order, deadline_ms)| (deadline_ms, DeadlineEntry { product, order }))
+                .collect();
+            self.deadlines.schedule(&deadlines).await?;
             tracing::info!(
                 product = row.id,
                 stock = row.stock_available,
+                unpaid = deadlines.len(),
                 "stock preheated into redis"
             );
         }

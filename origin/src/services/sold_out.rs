@@ -18,6 +18,7 @@ use seckill_shared::api::SoldOutSnapshot;
 use seckill_shared::ProductId;
 
 use super::catalog::Catalog;
+use super::preheat::Preheater;
 use super::product_flags::ProductFlags;
 use crate::backoff::Backoff;
 use crate::shutdown::Shutdown;
@@ -100,11 +101,22 @@ impl SoldOut {
     }
 
     /// Follows the broadcast until shutdown, resubscribing (and
-    /// resynchronising) whenever the subscription is lost.
-    pub async fn follow(self: Arc<Self>, catalog: Arc<Catalog>, shutdown: Shutdown) {
+    /// resynchronising) whenever the subscription is lost. A subscription
+    /// lost means Redis may have restarted, perhaps without its data: every
+    /// resubscription also makes the database's items live again (a no-op
+    /// for those Redis still holds).
+    pub async fn follow(
+        self: Arc<Self>,
+        catalog: Arc<Catalog>,
+        preheater: Preheater,
+        shutdown: Shutdown,
+    ) {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let mut first = true;
         while !shutdown.is_triggered() {
-            let err = match self.follow_once(&catalog, &shutdown, &mut backoff).await {
+            let reload = (!first).then_some(&preheater);
+            first = false;
+            let err = match self.follow_once(&catalog, reload, &shutdown, &mut backoff).await {
                 Ok(()) => return, // shutdown
                 Err(err) => err,
             };
@@ -120,10 +132,14 @@ impl SoldOut {
     async fn follow_once(
         &self,
         catalog: &Catalog,
+        reload: Option<&Preheater>,
         shutdown: &Shutdown,
         backoff: &mut Backoff,
     ) -> StoreResult<()> {
         let messages = self.registry.subscribe().await?;
+        if let Some(preheater) = reload {
+            preheater.load_all().await?;
+        }
         // Subscribed first, then read the registry: nothing can fall between.
         let asked_ms = self.flags.now_ms();
         let sold_out = self.verified().await?;

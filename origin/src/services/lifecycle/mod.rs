@@ -20,7 +20,6 @@ use seckill_shared::keys::{DeadlineEntry, MemberState};
 use seckill_shared::{MemberId, OrderId};
 
 use super::sold_out::SoldOut;
-use crate::clock::unix_ms;
 use crate::metrics::Metrics;
 use crate::store::db::orders::{self, OrderRow};
 use crate::store::db::Database;
@@ -137,20 +136,19 @@ impl Lifecycle {
     /// cancels it here, so the answer never depends on which node polled
     /// first.
     pub async fn pay(&self, order: OrderId, member: MemberId) -> Result<(), OrderError> {
-        let now_ms = unix_ms() as i64;
-        if orders::pay(&self.db, order, member, now_ms).await? {
+        if orders::pay(&self.db, order, member).await? {
             self.paid(order).await;
             return Ok(());
         }
         let row = self.own_row(order, member).await?;
         let status = match row.status() {
-            OrderStatus::Unpaid => match self.settle_deadline(order, now_ms).await? {
+            OrderStatus::Unpaid => match self.settle_deadline(order).await? {
                 DeadlineOutcome::Paid => OrderStatus::Paid,
                 DeadlineOutcome::Cancelled | DeadlineOutcome::Unknown => OrderStatus::Cancelled,
                 // Unpaid and not due, yet the payment did not apply: the
                 // deadline fell between the two reads. One more try decides.
                 DeadlineOutcome::NotDue { .. } => {
-                    if !orders::pay(&self.db, order, member, unix_ms() as i64).await? {
+                    if !orders::pay(&self.db, order, member).await? {
                         return Err(OrderError::Cancelled);
                     }
                     self.paid(order).await;
@@ -184,15 +182,18 @@ impl Lifecycle {
         });
     }
 
-    /// Cancels the order if it is unpaid and past its deadline; whenever
-    /// the order is cancelled (by this call or an earlier one that may have
-    /// died half-way), makes sure its stock is back in Redis.
-    pub async fn settle_deadline(
-        &self,
-        order: OrderId,
-        now_ms: i64,
-    ) -> StoreResult<DeadlineOutcome> {
-        let cancelled_now = orders::cancel_if_due(&self.db, order, now_ms).await?;
+    /// Unpaid orders past their deadline by more than `grace` (the ones the
+    /// deadline poller did not settle: Redis lost their deadline).
+    pub async fn overdue(&self, grace: std::time::Duration, limit: i64) -> StoreResult<Vec<OrderId>> {
+        orders::overdue(&self.db, grace.as_millis() as i64, limit).await
+    }
+
+    /// Cancels the order if it is unpaid and past its deadline (on the
+    /// database's clock); whenever the order is cancelled (by this call or
+    /// an earlier one that may have died half-way), makes sure its stock is
+    /// back in Redis.
+    pub async fn settle_deadline(&self, order: OrderId) -> StoreResult<DeadlineOutcome> {
+        let cancelled_now = orders::cancel_if_due(&self.db, order).await?;
         let Some(row) = orders::get(&self.db, order).await? else {
             return Ok(DeadlineOutcome::Unknown);
         };

@@ -1,5 +1,8 @@
 //! The delayed-cancel poller: every `SECKILL_CANCEL_POLL_MS` it claims the
-//! payment deadlines that are due and settles them.
+//! payment deadlines that are due and settles them. Behind it, a slow
+//! backstop sweep (`SECKILL_SWEEP_INTERVAL_S`) settles from the database
+//! the unpaid orders past their deadline that Redis does not know about
+//! (their deadline was lost with Redis' data).
 //!
 //! Several origin nodes poll the same deadlines at once; the claim script
 //! hands each due entry to exactly one of them for a lease
@@ -24,6 +27,8 @@ pub struct PollerSettings {
     pub interval: Duration,
     pub lease: Duration,
     pub batch: usize,
+    /// How often the backstop sweep runs (`None`: never).
+    pub sweep: Option<Duration>,
 }
 
 /// Orders settled at once: a mass expiry at one second is handled in
@@ -68,12 +73,52 @@ pub async fn run(lifecycle: Lifecycle, settings: PollerSettings, shutdown: Shutd
     tracing::info!("deadline poller stopped");
 }
 
+/// Orders the backstop sweep settles per round.
+const SWEEP_BATCH: i64 = 500;
+
+/// Settles, from the database, unpaid orders past their deadline by more
+/// than one lease: any poller would have claimed them by then, so Redis
+/// has lost their deadline.
+pub async fn sweep(lifecycle: Lifecycle, settings: PollerSettings, shutdown: Shutdown) {
+    let Some(interval) = settings.sweep else {
+        return;
+    };
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while shutdown.tick(&mut tick).await {
+        let overdue = match lifecycle.overdue(settings.lease, SWEEP_BATCH).await {
+            Ok(overdue) => overdue,
+            Err(err) => {
+                tracing::warn!(error = %chain(&err), "the backstop sweep could not look for overdue orders");
+                continue;
+            }
+        };
+        if overdue.is_empty() {
+            continue;
+        }
+        let span = tracing::info_span!("backstop_sweep", overdue = overdue.len());
+        let lifecycle = &lifecycle;
+        async {
+            tracing::warn!("unpaid orders past their deadline that redis did not know about: settling them");
+            futures::stream::iter(overdue)
+                .for_each_concurrent(CONCURRENCY, |order| async move {
+                    if let Err(err) = lifecycle.settle_deadline(order).await {
+                        tracing::warn!(order = order.get(), error = %chain(&err), "settling an overdue order failed; the next sweep retries");
+                    }
+                })
+                .await
+        }
+        .instrument(span)
+        .await;
+    }
+}
+
 async fn settle(lifecycle: &Lifecycle, entry: DeadlineEntry) {
     let Ok(order) = OrderId::new(entry.order) else {
         return;
     };
     let deadlines = lifecycle.deadlines();
-    let result = match lifecycle.settle_deadline(order, unix_ms() as i64).await {
+    let result = match lifecycle.settle_deadline(order).await {
         Ok(DeadlineOutcome::NotDue { deadline_ms }) => {
             deadlines.reschedule(entry, deadline_ms).await
         }

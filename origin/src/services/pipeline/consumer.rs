@@ -27,7 +27,7 @@ use tracing::Instrument;
 use super::PipelineContext;
 use crate::backoff::Backoff;
 use crate::clock::unix_ms;
-use crate::store::db::order_writes::{self, Outcome};
+use crate::store::db::order_writes::{self, Outcome, Rejection};
 use crate::store::redis::order_streams::{Delivery, OrderReader, WrittenOrder};
 use crate::store::redis::stock::Release;
 use crate::store::StoreResult;
@@ -192,7 +192,7 @@ impl Consumer {
             };
             match delivery.delivered {
                 Some(times) if times > self.ctx.settings.max_deliveries => {
-                    self.give_up_on(item, times, &mut queued).await;
+                    self.give_up_on(item, times).await;
                 }
                 _ => queued.push(item),
             }
@@ -208,21 +208,11 @@ impl Consumer {
         self.settle(&queued, &outcomes).await;
     }
 
-    /// An entry that consumers keep dying on. It may still have been
-    /// committed by one of them just before it died: if so it is a success
-    /// (settled with the batch), otherwise it is dead-lettered without
-    /// being written again.
-    async fn give_up_on(&self, item: Queued, times: u64, batch: &mut Vec<Queued>) {
-        let request = item.request;
-        match order_writes::existing_order(&self.ctx.db, request.product, request.seq).await {
-            Ok(Some(_)) => batch.push(item),
-            Ok(None) => {
-                let reason = format!("delivered {times} times without being written");
-                self.reject(&item, &reason).await;
-            }
-            Err(err) => tracing::warn!(error = %chain(&err), entry = %item.entry,
-                "cannot check an often-delivered entry; it stays pending"),
-        }
+    /// An entry that consumers keep dying on: rejected, unless one of them
+    /// committed its order after all (the database decides which).
+    async fn give_up_on(&mut self, item: Queued, times: u64) {
+        let reason = format!("delivered {times} times without being written");
+        self.reject(&item, &reason).await;
     }
 
     /// Entries whose reservation already had its stock returned (a message
@@ -310,7 +300,6 @@ impl Consumer {
         order_writes::write_batch(
             &self.ctx.db,
             requests,
-            unix_ms() as i64,
             self.ctx.settings.pay_timeout.as_millis() as i64,
         )
         .await
@@ -345,55 +334,63 @@ impl Consumer {
         }
     }
 
-    /// After the commit: schedule payment deadlines, record results and
-    /// acknowledge; send rejected entries to the dead-letter stream.
+    /// After the commit: record the written orders; reject the rest.
     async fn settle(&mut self, queued: &[Queued], outcomes: &[Outcome]) {
-        let mut written: BTreeMap<ProductId, Vec<WrittenOrder>> = BTreeMap::new();
-        let mut deadlines: Vec<(i64, DeadlineEntry)> = Vec::new();
-        let mut inserted = 0u64;
+        let mut written = Vec::new();
         for (item, outcome) in queued.iter().zip(outcomes) {
-            let request = item.request;
             match outcome {
-                Outcome::Written {
-                    order,
-                    inserted: new,
-                    unpaid,
-                    pay_deadline_ms,
-                } => {
-                    if *new {
-                        inserted += 1;
-                    }
-                    if *unpaid {
-                        deadlines.push((
-                            *pay_deadline_ms,
-                            DeadlineEntry {
-                                product: request.product,
-                                order: *order,
-                            },
-                        ));
-                    }
-                    written
-                        .entry(request.product)
-                        .or_default()
-                        .push(WrittenOrder {
-                            entry: &item.entry,
-                            member_seq: Some((request.member, request.seq)),
-                            order: *order,
-                        });
-                }
+                Outcome::Written { .. } => written.push((item, outcome)),
                 Outcome::Rejected { reason } => self.reject(item, reason).await,
             }
+        }
+        self.record_written(&written).await;
+    }
+
+    /// Schedules the payment deadlines of committed orders, records each
+    /// member's result and acknowledges the entries.
+    async fn record_written(&self, written: &[(&Queued, &Outcome)]) {
+        let mut acks: BTreeMap<ProductId, Vec<WrittenOrder>> = BTreeMap::new();
+        let mut deadlines: Vec<(i64, DeadlineEntry)> = Vec::new();
+        let mut inserted = 0u64;
+        for (item, outcome) in written {
+            let Outcome::Written {
+                order,
+                inserted: new,
+                unpaid,
+                pay_deadline_ms,
+            } = outcome
+            else {
+                continue;
+            };
+            let request = item.request;
+            if *new {
+                inserted += 1;
+            }
+            if *unpaid {
+                deadlines.push((
+                    *pay_deadline_ms,
+                    DeadlineEntry {
+                        product: request.product,
+                        order: *order,
+                    },
+                ));
+            }
+            acks.entry(request.product).or_default().push(WrittenOrder {
+                entry: &item.entry,
+                member_seq: Some((request.member, request.seq)),
+                order: *order,
+            });
         }
         self.ctx.metrics.orders_written.inc_by(inserted);
 
         // Deadlines first: an entry acknowledged without its deadline would
-        // leave an unpaid order nobody cancels.
+        // leave an unpaid order nobody cancels (until the backstop sweep).
         if let Err(err) = self.ctx.deadlines.schedule(&deadlines).await {
             tracing::warn!(error = %chain(&err),
                 "cannot schedule payment deadlines; entries stay pending and will be redelivered");
             return;
         }
-        for (product, orders) in written {
+        for (product, orders) in acks {
             if let Err(err) = self.ctx.streams.ack_orders(product, &orders).await {
                 tracing::warn!(product = product.get(), error = %chain(&err),
                     "orders are committed but not acknowledged; they will be redelivered and found");
@@ -401,8 +398,25 @@ impl Consumer {
         }
     }
 
-    /// Dead-letters one request and gives its stock back.
+    /// Rejects one request: the database records the rejection (unless an
+    /// order holds the reservation after all, which is then settled as
+    /// written), then the entry goes to the dead-letter stream and its
+    /// stock back. If the database cannot be asked, the entry stays pending.
     async fn reject(&self, item: &Queued, reason: &str) {
+        match order_writes::reject(&self.ctx.db, &item.request, reason).await {
+            Ok(Rejection::Ordered(outcome)) => {
+                tracing::info!(entry = %item.entry, "an entry given up on was written after all");
+                self.record_written(&[(item, &outcome)]).await;
+            }
+            Ok(Rejection::Rejected | Rejection::Taken) => self.dead_letter(item, reason).await,
+            Err(err) => tracing::warn!(error = %chain(&err), entry = %item.entry,
+                "cannot record a rejection; the entry stays pending"),
+        }
+    }
+
+    /// Moves a rejected request to the dead-letter stream and gives its
+    /// stock back.
+    async fn dead_letter(&self, item: &Queued, reason: &str) {
         let request = item.request;
         tracing::warn!(product = request.product.get(), member = request.member.get(),
             seq = request.seq, entry = %item.entry, reason, "order request dead-lettered; stock returned");

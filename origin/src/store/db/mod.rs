@@ -63,6 +63,13 @@ impl Database {
             .acquire_timeout(Duration::from_secs(3))
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
+                    if backend == Backend::Postgres {
+                        // A row lock held elsewhere (someone's psql session)
+                        // fails a statement after 5 s instead of holding it
+                        // forever; that failure (55P03) is transient, so the
+                        // order writer retries, keeping its entries claimed.
+                        conn.execute("SET lock_timeout = '5s'").await?;
+                    }
                     if backend == Backend::Sqlite {
                         // WAL lets readers run beside the single writer; the
                         // busy timeout makes writers queue instead of failing.
@@ -116,6 +123,16 @@ impl Database {
             .begin()
             .await
             .map_err(StoreError::DatabaseUnreachable)
+    }
+}
+
+/// The database's clock in unix milliseconds, as an SQL expression: the one
+/// clock that order times, payments and cancellations are judged by, so
+/// origins whose clocks disagree still agree on whether a deadline passed.
+pub(crate) fn now_ms_sql(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Postgres => "(EXTRACT(EPOCH FROM statement_timestamp()) * 1000)::BIGINT",
+        Backend::Sqlite => "CAST(ROUND((julianday('now') - 2440587.5) * 86400000) AS INTEGER)",
     }
 }
 

@@ -82,50 +82,67 @@ pub async fn get(db: &Database, order: OrderId) -> StoreResult<Option<OrderRow>>
 }
 
 /// Marks the member's order paid if it is still unpaid and inside its
-/// deadline. One conditional update: payment and cancellation can never
-/// both win, whichever reaches the row first decides.
-pub async fn pay(
-    db: &Database,
-    order: OrderId,
-    member: MemberId,
-    now_ms: i64,
-) -> StoreResult<bool> {
-    let paid = sqlx::query(
-        "UPDATE orders SET status = 'paid', paid_at_ms = $3 \
-         WHERE id = $1 AND member_id = $2 AND status = 'unpaid' AND pay_deadline_ms > $3",
-    )
-    .bind(order.get())
-    .bind(member.get())
-    .bind(now_ms)
-    .execute(&db.pool)
-    .await?
-    .rows_affected();
+/// deadline (on the database's clock). One conditional update: payment and
+/// cancellation can never both win, whichever reaches the row first decides.
+pub async fn pay(db: &Database, order: OrderId, member: MemberId) -> StoreResult<bool> {
+    let now = super::now_ms_sql(db.backend());
+    let sql = format!(
+        "UPDATE orders SET status = 'paid', paid_at_ms = {now} \
+         WHERE id = $1 AND member_id = $2 AND status = 'unpaid' AND pay_deadline_ms > {now}"
+    );
+    let paid = sqlx::query(&sql)
+        .bind(order.get())
+        .bind(member.get())
+        .execute(&db.pool)
+        .await?
+        .rows_affected();
     Ok(paid == 1)
 }
 
-/// Cancels the order if it is unpaid and its deadline has passed, giving
-/// its unit back to the product's database stock in the same transaction.
-/// True only for the one call that cancelled it.
-pub async fn cancel_if_due(db: &Database, order: OrderId, now_ms: i64) -> StoreResult<bool> {
+/// Cancels the order if it is unpaid and its deadline has passed (on the
+/// database's clock), giving its unit back to the product's database stock
+/// in the same transaction. True only for the one call that cancelled it.
+pub async fn cancel_if_due(db: &Database, order: OrderId) -> StoreResult<bool> {
+    let now = super::now_ms_sql(db.backend());
     let mut tx = db.begin().await?;
-    let cancelled: Option<(i64,)> = sqlx::query_as(
-        "UPDATE orders SET status = 'cancelled', cancelled_at_ms = $2 \
-         WHERE id = $1 AND status = 'unpaid' AND pay_deadline_ms <= $2 RETURNING product_id",
-    )
-    .bind(order.get())
-    .bind(now_ms)
-    .fetch_optional(&mut *tx)
-    .await?;
+    let sql = format!(
+        "UPDATE orders SET status = 'cancelled', cancelled_at_ms = {now} \
+         WHERE id = $1 AND status = 'unpaid' AND pay_deadline_ms <= {now} RETURNING product_id"
+    );
+    let cancelled: Option<(i64,)> = sqlx::query_as(&sql)
+        .bind(order.get())
+        .fetch_optional(&mut *tx)
+        .await?;
     let Some((product,)) = cancelled else {
         return Ok(false);
     };
     sqlx::query("UPDATE products SET stock_available = stock_available + 1, updated_at_ms = $2 WHERE id = $1")
         .bind(product)
-        .bind(now_ms)
+        .bind(crate::clock::unix_ms() as i64)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
     Ok(true)
+}
+
+/// Unpaid orders whose deadline passed more than `grace_ms` ago (on the
+/// database's clock), oldest first: ones the deadline poller should have
+/// cancelled and did not hear about.
+pub async fn overdue(db: &Database, grace_ms: i64, limit: i64) -> StoreResult<Vec<OrderId>> {
+    let now = super::now_ms_sql(db.backend());
+    let sql = format!(
+        "SELECT id FROM orders WHERE status = 'unpaid' AND pay_deadline_ms < {now} - $1 \
+         ORDER BY pay_deadline_ms LIMIT $2"
+    );
+    let rows: Vec<(i64,)> = sqlx::query_as(&sql)
+        .bind(grace_ms)
+        .bind(limit)
+        .fetch_all(&db.pool)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id,)| OrderId::new(id).ok())
+        .collect())
 }
 
 /// Orders per (product, status) for the given products.
@@ -169,6 +186,29 @@ pub async fn cancelled_seqs(db: &Database, product: ProductId) -> StoreResult<Ve
     .fetch_all(&db.pool)
     .await?;
     Ok(rows.into_iter().map(|(seq,)| seq).collect())
+}
+
+/// Reservation numbers whose unit went back: cancelled orders and rejected
+/// reservations (what Redis' returned-stock set must hold).
+pub async fn returned_seqs(db: &Database, product: ProductId) -> StoreResult<Vec<i64>> {
+    let rows: Vec<(i64,)> = sqlx::query_as(
+        "SELECT reservation_seq FROM orders WHERE product_id = $1 AND status = 'cancelled' \
+         UNION SELECT reservation_seq FROM rejected_reservations WHERE product_id = $1",
+    )
+    .bind(product.get())
+    .fetch_all(&db.pool)
+    .await?;
+    Ok(rows.into_iter().map(|(seq,)| seq).collect())
+}
+
+/// `(order, deadline ms)` of the product's unpaid orders.
+pub async fn unpaid_deadlines(db: &Database, product: ProductId) -> StoreResult<Vec<(i64, i64)>> {
+    Ok(sqlx::query_as(
+        "SELECT id, pay_deadline_ms FROM orders WHERE product_id = $1 AND status = 'unpaid'",
+    )
+    .bind(product.get())
+    .fetch_all(&db.pool)
+    .await?)
 }
 
 /// How a buy of the sync-db baseline ended.

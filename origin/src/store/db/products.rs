@@ -111,12 +111,17 @@ pub async fn not_ended(db: &Database, now_s: i64) -> StoreResult<Vec<ProductRow>
         .await?)
 }
 
-/// What Redis needs to rebuild an item it lost: the members holding a live
-/// order and the highest reservation number already used.
+/// What Redis needs to rebuild an item it lost, from what the database
+/// knows: the members holding a live order, the highest reservation number
+/// used, the reservations whose unit already went back (cancelled orders,
+/// rejected reservations), and the unpaid orders' deadlines.
 #[derive(Debug, Default)]
 pub struct LiveOrders {
     pub member_orders: Vec<(i64, i64)>,
     pub max_seq: i64,
+    pub returned: Vec<i64>,
+    /// `(order, deadline ms)`.
+    pub unpaid_deadlines: Vec<(i64, i64)>,
 }
 
 pub async fn live_orders(db: &Database, product: ProductId) -> StoreResult<LiveOrders> {
@@ -133,13 +138,20 @@ pub async fn live_orders(db: &Database, product: ProductId) -> StoreResult<LiveO
     Ok(LiveOrders {
         member_orders,
         max_seq: max_reservation_seq(db, product).await?,
+        returned: super::orders::returned_seqs(db, product).await?,
+        unpaid_deadlines: super::orders::unpaid_deadlines(db, product).await?,
     })
 }
 
-/// The highest reservation number any order of the product holds.
+/// The highest reservation number the database has seen for the product,
+/// in an order or a rejection: Redis must never hand out one at or below it
+/// again.
 pub async fn max_reservation_seq(db: &Database, product: ProductId) -> StoreResult<i64> {
     let (max_seq,): (i64,) = sqlx::query_as(
-        "SELECT COALESCE(MAX(reservation_seq), 0) FROM orders WHERE product_id = $1",
+        "SELECT COALESCE(MAX(seq), 0) FROM (\
+           SELECT MAX(reservation_seq) AS seq FROM orders WHERE product_id = $1 \
+           UNION ALL SELECT MAX(reservation_seq) FROM rejected_reservations WHERE product_id = $1\
+         ) AS used",
     )
     .bind(product.get())
     .fetch_one(&db.pool)

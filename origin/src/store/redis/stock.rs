@@ -23,6 +23,15 @@ use super::reserve_batcher::ReserveBatcher;
 use super::Redis;
 use crate::store::db::products::{LiveOrders, ProductRow};
 
+/// The largest integer Lua (whose numbers are doubles) carries exactly.
+const MAX_SCRIPT_INTEGER: i64 = (1 << 53) - 1;
+
+/// A stock figure as the scripts can carry it: a row edited with plain SQL
+/// to more units than that is sold as if it had that many.
+fn script_integer(value: i64) -> i64 {
+    value.clamp(-MAX_SCRIPT_INTEGER, MAX_SCRIPT_INTEGER)
+}
+
 /// What the reserve script decided for one member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReserveOutcome {
@@ -201,18 +210,23 @@ impl Stock {
         for key in self.product_keys(product) {
             call.key(key);
         }
-        call.arg(row.stock_available)
+        call.arg(mode.as_arg())
+            .arg(row.revision)
+            .arg(script_integer(row.stock_available))
             .arg(row.starts_at)
             .arg(row.ends_at)
             .arg(row.flash_price_cents)
-            .arg(row.stock_total)
+            .arg(script_integer(row.stock_total))
             .arg(live.max_seq)
             .arg(ORDER_GROUP)
-            .arg(mode.as_arg());
+            .arg(live.member_orders.len());
         for &(member, order) in &live.member_orders {
             let order = OrderId::new(order).expect("database ids are positive");
             call.arg(member)
                 .arg(MemberState::Ordered { order }.encode());
+        }
+        for seq in &live.returned {
+            call.arg(*seq);
         }
         call.invoke_async(&mut conn).await
     }
@@ -330,7 +344,7 @@ impl Stock {
             .key(self.redis.keys.item(product))
             .key(self.redis.keys.stock_changes(product))
             .arg(change)
-            .arg(delta)
+            .arg(script_integer(delta))
             .invoke_async(&mut self.redis.connection())
             .await?;
         Ok(match state {
@@ -369,6 +383,7 @@ impl Stock {
         let Some(seen_stock) = seen.stock else {
             return Ok(false);
         };
+        let stock = script_integer(stock);
         let repaired: i64 = self
             .scripts
             .repair_stock

@@ -47,7 +47,7 @@ for i = 2, #ARGV do
     seq = seq + 1
     granted[member] = true
     winners[#winners + 1] = {member, seq}
-    results[i] = 'q:' .. seq .. ':' .. stock
+    results[i] = string.format('q:%d:%d', seq, stock)
   end
 end
 if #winners == 0 then
@@ -56,18 +56,20 @@ end
 
 local function queue(winner)
   redis.call('XADD', orders, '*',
-    'member', winner[1], 'product', ARGV[1], 'seq', winner[2],
+    'member', winner[1], 'product', ARGV[1], 'seq', string.format('%d', winner[2]),
     'price', fields[4], 'reserved_at_ms', reserved_at_ms)
 end
 queue(winners[1])
-redis.call('HSET', item, 'stock', stock, 'seq', seq)
+-- Written as integers: Lua's own number format turns large ones into
+-- exponents that HINCRBY and the origin cannot read back.
+redis.call('HSET', item, 'stock', string.format('%d', stock), 'seq', string.format('%d', seq))
 for w = 2, #winners do
   queue(winners[w])
 end
 local states = {}
 for w = 1, #winners do
   states[#states + 1] = winners[w][1]
-  states[#states + 1] = 'q:' .. winners[w][2]
+  states[#states + 1] = string.format('q:%d', winners[w][2])
 end
 redis.call('HSET', members, unpack(states))
 return results
