@@ -88,6 +88,9 @@ pub struct Config {
     /// how long a local sold-out flag is trusted (ms)
     #[arg(long, env = "SECKILL_SOLDOUT_TTL_MS", default_value = "5000", value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub soldout_ttl_ms: u64,
+    /// how often (ms) sold-out flags and the registry are checked against real stock (`0`: never)
+    #[arg(long, env = "SECKILL_SOLDOUT_CHECK_MS", default_value = "500", value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub soldout_check_ms: u64,
     /// per-member burst of buys, per process
     #[arg(long, env = "SECKILL_RATE_LIMIT_BURST", default_value = "5", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub rate_limit_burst: u32,
@@ -279,6 +282,10 @@ impl Config {
 
     pub fn cancel_poll(&self) -> Option<Duration> {
         Self::unless_zero(Duration::from_millis(self.cancel_poll_ms))
+    }
+
+    pub fn soldout_check(&self) -> Option<Duration> {
+        Self::unless_zero(Duration::from_millis(self.soldout_check_ms))
     }
 
     pub fn sweep_interval(&self) -> Option<Duration> {

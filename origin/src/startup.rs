@@ -206,6 +206,13 @@ impl Application {
                 &mut tasks,
             )?;
             spawn_poller(&mut tasks, &config, lifecycle.clone(), &shutdown);
+            if let Some(interval) = config.soldout_check() {
+                tasks.spawn(
+                    sold_out
+                        .clone()
+                        .verify_periodically(interval, shutdown.clone()),
+                );
+            }
             tasks.spawn(sold_out.clone().follow(
                 catalog.clone(),
                 preheater.clone(),

@@ -32,13 +32,15 @@ impl AppSettings {
     }
 
     /// No background loops (no order consumers, deadline poller, change
-    /// relay or reconciliation): the order stream keeps every reservation
-    /// for the test to count, and Redis sees only what requests cause.
+    /// relay, reconciliation or sold-out check): the order stream keeps
+    /// every reservation for the test to count, and Redis sees only what
+    /// requests cause.
     pub fn quiet(self) -> Self {
         self.set("SECKILL_CONSUMERS", 0)
             .set("SECKILL_CANCEL_POLL_MS", 0)
             .set("SECKILL_CDC_POLL_MS", 0)
             .set("SECKILL_RECONCILE_INTERVAL_S", 0)
+            .set("SECKILL_SOLDOUT_CHECK_MS", 0)
     }
 
     /// The configuration of a test app: the defaults, then `settings`.

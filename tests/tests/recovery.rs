@@ -8,7 +8,7 @@ use redis::AsyncCommands;
 use reqwest::Method;
 use seckill_shared::api::ResultStatus;
 use seckill_tests::checks::{
-    buy_all, keys, orders, redis_stock, stock_available, wait_for_orders,
+    buy_all, keys, orders, pid, redis_stock, stock_available, wait_for_orders,
 };
 use seckill_tests::{
     eventually, Api, AppSettings, Backend, RedisServer, Sale, TestApp, TestDatabase, TestWorker,
@@ -73,10 +73,14 @@ async fn redis_data_loss_rebuilds_what_the_database_knows(backend: Backend) {
     let cancelled = api.create_sale(&Sale::open(5)).await.product_id.get();
     assert_eq!(buy_all(&api, cancelled, [1]).await, vec![1]);
     wait_for_orders(&pool, cancelled, 1).await;
-    eventually(Duration::from_secs(10), "the first order to be cancelled", || {
-        let pool = pool.clone();
-        async move { (by_status(&pool, cancelled).await == (0, 0, 1)).then_some(()) }
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the first order to be cancelled",
+        || {
+            let pool = pool.clone();
+            async move { (by_status(&pool, cancelled).await == (0, 0, 1)).then_some(()) }
+        },
+    )
     .await;
 
     let product = api.create_sale(&Sale::open(10)).await.product_id.get();
@@ -88,7 +92,7 @@ async fn redis_data_loss_rebuilds_what_the_database_knows(backend: Backend) {
     flush(&redis).await;
     // The next buy finds the item unknown to Redis and reloads it.
     assert_eq!(
-        api.buy(product, 2).await.error(),
+        api.buy(product, 4).await.error(),
         Some("already_ordered"),
         "members holding orders are known again"
     );
@@ -99,10 +103,14 @@ async fn redis_data_loss_rebuilds_what_the_database_knows(backend: Backend) {
 
     // The deadlines pass: the unpaid orders are cancelled, their units come
     // back exactly once, and their members may buy again.
-    eventually(Duration::from_secs(10), "the unpaid orders to be cancelled", || {
-        let pool = pool.clone();
-        async move { (by_status(&pool, product).await == (0, 1, 3)).then_some(()) }
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the unpaid orders to be cancelled",
+        || {
+            let pool = pool.clone();
+            async move { (by_status(&pool, product).await == (0, 1, 3)).then_some(()) }
+        },
+    )
     .await;
     eventually(Duration::from_secs(5), "the units back in redis", || {
         let mut conn = conn.clone();
@@ -110,7 +118,14 @@ async fn redis_data_loss_rebuilds_what_the_database_knows(backend: Backend) {
     })
     .await;
     assert_eq!(stock_available(&pool, product).await, 9);
-    assert_eq!(api.buy(product, 2).await.status, 202, "free to buy again");
+    let freed = orders(&pool, product)
+        .await
+        .into_iter()
+        .find(|(_, _, status)| status == "cancelled")
+        .map(|(_, member, _)| member)
+        .unwrap();
+    let again = api.buy(product, freed).await;
+    assert_eq!(again.status, 202, "free to buy again: {:?}", again.body);
 
     // Reconciliation sees both items as they are, not as half-done
     // cancellations (which is what an empty returned-stock set looks like).
@@ -256,4 +271,364 @@ async fn a_stalled_writer_and_a_takeover_never_both_win_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_writer_and_a_takeover_never_both_win_sqlite() {
     a_stalled_writer_and_a_takeover_never_both_win(Backend::Sqlite).await;
+}
+
+/// A stock edit moves Redis first, then the database. Reconciliation
+/// running in between sees them disagree by the edit: it must call the
+/// item busy, not "repair" the edit away. The test holds the database step
+/// back with a row lock on the change, so the middle lasts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_leaves_a_half_applied_stock_edit_alone() {
+    let redis = RedisServer::start().await;
+    let db = TestDatabase::create(Backend::Postgres).await;
+    // This origin reconciles on demand and applies no changes itself.
+    let checker = TestApp::start(
+        redis.url(),
+        &db,
+        AppSettings::new()
+            .set("SECKILL_CDC_POLL_MS", 0)
+            .set("SECKILL_RECONCILE_INTERVAL_S", 0),
+    )
+    .await;
+    let api = checker.api();
+    let product = api.create_sale(&Sale::open(10)).await.product_id.get();
+    let pool = db.pool().await;
+    sqlx::query("UPDATE products SET stock_total = 15 WHERE id = $1")
+        .bind(product)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (change,): (i64,) = sqlx::query_as(
+        "SELECT MAX(id) FROM product_changes WHERE product_id = $1 AND op = 'update'",
+    )
+    .bind(product)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    // Relay the change by hand (as the relay would), then lock its row so
+    // the database half of applying it waits.
+    sqlx::query("UPDATE product_changes SET relayed_at_ms = 1 WHERE id = $1")
+        .bind(change)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let mut conn = redis.connection().await;
+    let _: String = redis::cmd("XADD")
+        .arg(keys().product_changes())
+        .arg("*")
+        .arg(&[
+            ("change", change.to_string()),
+            ("product", product.to_string()),
+            ("op", "update".to_string()),
+            ("old_stock_total", "10".to_string()),
+            ("new_stock_total", "15".to_string()),
+        ])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut lock = sqlx::postgres::PgConnection::connect(db.url())
+        .await
+        .unwrap();
+    use sqlx::{Connection, Executor};
+    lock.execute("BEGIN").await.unwrap();
+    sqlx::query("SELECT id FROM product_changes WHERE id = $1 FOR UPDATE")
+        .bind(change)
+        .execute(&mut lock)
+        .await
+        .unwrap();
+
+    let _applier = TestApp::start(
+        redis.url(),
+        &db,
+        AppSettings::new()
+            .set("SECKILL_CDC_POLL_MS", 100)
+            .set("SECKILL_RECONCILE_INTERVAL_S", 0),
+    )
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "the redis half of the edit",
+        || {
+            let mut conn = conn.clone();
+            async move { (redis_stock(&mut conn, product).await == 15).then_some(()) }
+        },
+    )
+    .await;
+    assert_eq!(
+        stock_available(&pool, product).await,
+        10,
+        "the database half waits"
+    );
+    let item = reconcile(&api, product).await;
+    assert_eq!(item["repaired"], false, "{item}");
+    assert!(item["note"].as_str().unwrap().starts_with("busy"), "{item}");
+    assert_eq!(redis_stock(&mut conn, product).await, 15, "the edit stands");
+
+    lock.execute("COMMIT").await.unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the database half of the edit",
+        || {
+            let pool = pool.clone();
+            async move { (stock_available(&pool, product).await == 15).then_some(()) }
+        },
+    )
+    .await;
+    let item = reconcile(&api, product).await;
+    assert_eq!(
+        (item["note"].as_str(), item["drift"].as_i64()),
+        (Some("in step"), Some(0)),
+        "{item}"
+    );
+    assert_eq!(redis_stock(&mut conn, product).await, 15);
+}
+
+/// An origin starting up reads the items, then loads them. If an edit is
+/// applied to Redis in between, the start-up load must not put the older
+/// description back (an ended sale reopening, an old price returning).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_up_preheat_never_undoes_a_newer_edit() {
+    use seckill_tests::{Origin, OriginOptions};
+    use sqlx::{Connection, Executor};
+    let redis = RedisServer::start().await;
+    let db = TestDatabase::create(Backend::Postgres).await;
+    let leader = TestApp::start(redis.url(), &db, AppSettings::new()).await;
+    let api = leader.api();
+    let product = api.create_sale(&Sale::open(10)).await.product_id.get();
+
+    // Hold the second origin's start-up load between reading the items
+    // and loading them: it reads the item's live orders next.
+    let mut lock = sqlx::postgres::PgConnection::connect(db.url())
+        .await
+        .unwrap();
+    lock.execute("BEGIN").await.unwrap();
+    lock.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let starting = Origin::start(
+        OriginOptions::new("recovery_preheat_revision", &redis, &db)
+            .env("SECKILL_CDC_POLL_MS", 0)
+            .env("SECKILL_CONSUMERS", 0),
+    )
+    .await;
+    // The edit reaches Redis through the leader meanwhile.
+    let patched = api
+        .send(
+            Method::PATCH,
+            &format!("/admin/products/{product}"),
+            Some(ADMIN_TOKEN),
+            Some(&serde_json::json!({"flash_price_cents": 555})),
+        )
+        .await;
+    assert_eq!(patched.status, 200, "{:?}", patched.body);
+    let mut conn = redis.connection().await;
+    let price = |conn: redis::aio::MultiplexedConnection| async move {
+        let mut conn = conn;
+        let price: i64 = conn.hget(keys().item(pid(product)), "price").await.unwrap();
+        price
+    };
+    eventually(Duration::from_secs(5), "the edit in redis", || {
+        let conn = conn.clone();
+        async move { (price(conn).await == 555).then_some(()) }
+    })
+    .await;
+    lock.execute("COMMIT").await.unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the start-up preheat to finish",
+        || {
+            let finished = starting.log().contains("stock preheat finished");
+            async move { finished.then_some(()) }
+        },
+    )
+    .await;
+    assert_eq!(price(conn.clone()).await, 555, "the older row did not win");
+    let revision: i64 = conn
+        .hget(keys().item(pid(product)), "revision")
+        .await
+        .unwrap();
+    assert_eq!(revision, 2);
+    // New reservations are made at the new price.
+    assert_eq!(api.buy(product, 1).await.status, 202);
+    let entries: redis::streams::StreamRangeReply =
+        conn.xrange_all(keys().orders(pid(product))).await.unwrap();
+    assert_eq!(entries.ids[0].get::<i64>("price"), Some(555));
+}
+
+/// A product deleted with plain SQL while reservations are still queued:
+/// every one of them still ends as an explicit `failed`, with its reason
+/// in the dead-letter stream, never as a silent `none`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_product_deleted_with_sql_fails_its_queued_reservations() {
+    let redis = RedisServer::start().await;
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    let origin = TestApp::start(
+        redis.url(),
+        &db,
+        AppSettings::new()
+            .set("SECKILL_CONSUMERS", 0)
+            .set("SECKILL_CDC_POLL_MS", 100)
+            .set("SECKILL_RECONCILE_INTERVAL_S", 0),
+    )
+    .await;
+    let api = origin.api();
+    let product = api.create_sale(&Sale::open(5)).await.product_id.get();
+    assert_eq!(buy_all(&api, product, 1..=3).await, vec![1, 2, 3]);
+    let pool = db.pool().await;
+    sqlx::query("DELETE FROM products WHERE id = $1")
+        .bind(product)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let conn = redis.connection().await;
+    eventually(
+        Duration::from_secs(10),
+        "the deletion to reach redis",
+        || {
+            let mut conn = conn.clone();
+            async move {
+                let live: bool = conn.exists(keys().item(pid(product))).await.ok()?;
+                (!live).then_some(())
+            }
+        },
+    )
+    .await;
+    assert_eq!(api.buy(product, 9).await.error(), Some("unknown_product"));
+    for member in 1..=3 {
+        assert_eq!(
+            api.result(product, member).await.status,
+            ResultStatus::Queued
+        );
+    }
+
+    let _worker = TestWorker::start(redis.url(), &db, AppSettings::new()).await;
+    eventually(Duration::from_secs(10), "the queued buys to fail", || {
+        let api = api.clone();
+        async move {
+            for member in 1..=3 {
+                if api.result(product, member).await.status != ResultStatus::Failed {
+                    return None;
+                }
+            }
+            Some(())
+        }
+    })
+    .await;
+    let mut conn = redis.connection().await;
+    let dead: redis::streams::StreamRangeReply = conn
+        .xrange_all(keys().dead_letters(pid(product)))
+        .await
+        .unwrap();
+    assert_eq!(dead.ids.len(), 3);
+    for entry in &dead.ids {
+        let reason: String = entry.get("reason").unwrap();
+        assert!(reason.contains("unknown product"), "{reason}");
+    }
+    let (rejected,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM rejected_reservations WHERE product_id = $1")
+            .bind(product)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(rejected, 3, "the database records each rejection");
+
+    // Once the stream is quiet, reconciliation clears what is left.
+    let item = reconcile(&api, product).await;
+    assert_eq!(item["repaired"], true, "{item}");
+    let left: bool = conn.exists(keys().orders(pid(product))).await.unwrap();
+    assert!(!left, "the deleted product's keys are gone");
+    let listed: bool = conn.sismember(keys().products(), product).await.unwrap();
+    assert!(!listed);
+}
+
+/// The sold-out registry can list an item that has stock (a sell-out
+/// recorded late, after a release). Within about a second it is neither
+/// listed nor refused at any origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stray_sold_out_entry_is_dropped_within_a_second() {
+    let redis = RedisServer::start().await;
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    let origin = TestApp::start(redis.url(), &db, AppSettings::new()).await;
+    let api = origin.api();
+    let product = api.create_sale(&Sale::open(5)).await.product_id.get();
+    // A late sell-out mark: recorded and broadcast, with stock on hand.
+    let mut conn = redis.connection().await;
+    let _: () = conn.sadd(keys().sold_out(), product).await.unwrap();
+    let version: u64 = conn.incr(keys().sold_out_version(), 1).await.unwrap();
+    let _: () = conn
+        .publish(keys().sold_out_channel(), format!("+{product}:{version}"))
+        .await
+        .unwrap();
+
+    let started = std::time::Instant::now();
+    eventually(Duration::from_secs(5), "the stray entry to go", || {
+        let api = api.clone();
+        async move {
+            let listed = api.get("/api/soldout").await.body["sold_out"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|id| id == product);
+            (!listed).then_some(())
+        }
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_millis(1_500),
+        "listed for {:?}",
+        started.elapsed()
+    );
+    assert_eq!(api.buy(product, 1).await.status, 202, "and it sells");
+}
+
+/// Stock set with plain SQL to more units than a Lua number carries in its
+/// own format: buys still work and report the true stock left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_stock_set_by_sql_still_sells_exactly() {
+    let redis = RedisServer::start().await;
+    let db = TestDatabase::create(Backend::Postgres).await;
+    let origin = TestApp::start(
+        redis.url(),
+        &db,
+        AppSettings::new().set("SECKILL_CONSUMERS", 0),
+    )
+    .await;
+    let api = origin.api();
+    let product = api.create_sale(&Sale::open(10)).await.product_id.get();
+    let pool = db.pool().await;
+    let huge: i64 = 9_007_199_254_740_000;
+    sqlx::query("UPDATE products SET stock_total = $2 WHERE id = $1")
+        .bind(product)
+        .bind(huge)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let mut conn = redis.connection().await;
+    eventually(Duration::from_secs(10), "the added units in redis", || {
+        let mut conn = conn.clone();
+        async move { (redis_stock(&mut conn, product).await == huge).then_some(()) }
+    })
+    .await;
+    assert_eq!(api.buy(product, 1).await.status, 202);
+    assert_eq!(redis_stock(&mut conn, product).await, huge - 1);
+    let members: std::collections::HashMap<String, String> =
+        conn.hgetall(keys().members(pid(product))).await.unwrap();
+    assert_eq!(members.get("1").map(String::as_str), Some("q:1"));
+
+    // Beyond 2^53 - 1, the largest integer a script carries exactly, a
+    // stock edit adds only up to that.
+    sqlx::query("UPDATE products SET stock_total = $2 WHERE id = $1")
+        .bind(product)
+        .bind(i64::MAX / 2)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let cap: i64 = (1 << 53) - 1;
+    eventually(Duration::from_secs(10), "the stock at the cap", || {
+        let mut conn = conn.clone();
+        async move { (redis_stock(&mut conn, product).await == cap).then_some(()) }
+    })
+    .await;
+    assert_eq!(api.buy(product, 2).await.status, 202);
+    assert_eq!(redis_stock(&mut conn, product).await, cap - 1);
 }

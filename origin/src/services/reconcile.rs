@@ -28,8 +28,8 @@ use super::sold_out::SoldOut;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::store::db::{orders, products, Database};
-use crate::store::redis::order_streams::OrderStreams;
-use crate::store::redis::stock::Stock;
+use crate::store::redis::order_streams::{OrderStreams, QueueProgress};
+use crate::store::redis::stock::{ItemLevels, Stock};
 use crate::store::StoreResult;
 use crate::telemetry::chain;
 
@@ -86,16 +86,8 @@ impl Reconciler {
             self.stock.levels(product).await?,
             self.streams.progress(product).await?,
         );
-        let Some(row) = products::get(&self.db, product).await? else {
-            return Ok(ReconcileItem {
-                product_id: product,
-                redis_stock: before.0.stock,
-                queued: 0,
-                database_stock: 0,
-                drift: None,
-                repaired: false,
-                note: "live in redis but not in the database".into(),
-            });
+        let Some(record) = products::stock_on_record(&self.db, product).await? else {
+            return self.clear_deleted(product, before).await;
         };
         let max_seq = products::max_reservation_seq(&self.db, product).await?;
         let after = (
@@ -109,7 +101,7 @@ impl Reconciler {
             product_id: product,
             redis_stock: levels.stock,
             queued,
-            database_stock: row.stock_available,
+            database_stock: record.stock_available,
             drift: None,
             repaired: false,
             note: String::new(),
@@ -122,11 +114,17 @@ impl Reconciler {
             item.note = "busy: orders are moving; looked at again next time".into();
             return Ok(item);
         }
+        if record.change_in_flight {
+            // A stock edit moves Redis, then the database: in between, the
+            // figures disagree by the edit, and "repairing" would undo it.
+            item.note = "busy: a catalogue change is being applied".into();
+            return Ok(item);
+        }
         if !self.cancellations_settled(product).await? {
             item.note = "busy: a cancellation is half done".into();
             return Ok(item);
         }
-        let drift = stock - row.stock_available;
+        let drift = stock - record.stock_available;
         item.drift = Some(drift);
         if drift == 0 && levels.seq >= max_seq {
             item.note = "in step".into();
@@ -134,22 +132,52 @@ impl Reconciler {
         }
         item.repaired = self
             .stock
-            .repair_stock(product, *levels, queue, row.stock_available, max_seq)
+            .repair_stock(product, *levels, queue, record.stock_available, max_seq)
             .await?;
         if item.repaired {
             self.metrics.reconcile_repairs.inc();
             self.sold_out
-                .mark(product, row.stock_available == 0)
+                .mark(product, record.stock_available == 0)
                 .await?;
             self.catalog.invalidate(product);
             item.note = format!(
                 "repaired: redis stock set from {stock} to {}",
-                row.stock_available
+                record.stock_available
             );
         } else {
             item.note =
                 "drift seen but orders moved before the repair; looked at again next time".into();
         }
+        Ok(item)
+    }
+
+    /// A product deleted from the database: once it no longer sells and its
+    /// queued reservations have all been dead-lettered, what is left of it
+    /// in Redis goes.
+    async fn clear_deleted(
+        &self,
+        product: ProductId,
+        seen: (ItemLevels, QueueProgress),
+    ) -> StoreResult<ReconcileItem> {
+        let (levels, queue) = seen;
+        let mut item = ReconcileItem {
+            product_id: product,
+            redis_stock: levels.stock,
+            queued: queue.queued(),
+            database_stock: 0,
+            drift: None,
+            repaired: false,
+            note: String::new(),
+        };
+        if levels.stock.is_some() || item.queued > 0 {
+            item.note =
+                "deleted from the database; its queued reservations are being failed".into();
+            return Ok(item);
+        }
+        self.stock.unload(product).await?;
+        self.catalog.invalidate(product);
+        item.repaired = true;
+        item.note = "deleted from the database: removed from redis".into();
         Ok(item)
     }
 

@@ -92,12 +92,46 @@ impl SoldOut {
         for (product, stock) in snapshot.sold_out.into_iter().zip(stocks) {
             match stock {
                 Some(stock) if stock > 0 => {
+                    tracing::warn!(
+                        product = product.get(),
+                        stock,
+                        "listed as sold out with stock left: unlisted"
+                    );
                     self.registry.mark(product, false).await?;
                 }
                 _ => sold_out.push(product),
             }
         }
         Ok(sold_out)
+    }
+
+    /// Every `interval`, checks what is held sold out against real stock:
+    /// registry entries whose stock came back (a sell-out recorded late,
+    /// after a release; a crash between a release and its broadcast) are
+    /// removed and broadcast, and this node's own flags for items with
+    /// stock are dropped. So nothing is answered as sold out, by an origin
+    /// or from `/api/soldout`, for much longer than `interval` while it has
+    /// stock.
+    pub async fn verify_periodically(self: Arc<Self>, interval: Duration, shutdown: Shutdown) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while shutdown.tick(&mut tick).await {
+            if let Err(err) = self.verify_once().await {
+                tracing::debug!(error = %chain(&err), "checking sold-out flags against stock failed");
+            }
+        }
+    }
+
+    async fn verify_once(&self) -> StoreResult<()> {
+        self.verified().await?;
+        let flagged = self.flags.raised();
+        let stocks = self.stock.stock_of(&flagged).await?;
+        for (product, stock) in flagged.into_iter().zip(stocks) {
+            if stock.is_some_and(|stock| stock > 0) {
+                self.flags.clear(product);
+            }
+        }
+        Ok(())
     }
 
     /// Follows the broadcast until shutdown, resubscribing (and
@@ -116,7 +150,10 @@ impl SoldOut {
         while !shutdown.is_triggered() {
             let reload = (!first).then_some(&preheater);
             first = false;
-            let err = match self.follow_once(&catalog, reload, &shutdown, &mut backoff).await {
+            let err = match self
+                .follow_once(&catalog, reload, &shutdown, &mut backoff)
+                .await
+            {
                 Ok(()) => return, // shutdown
                 Err(err) => err,
             };

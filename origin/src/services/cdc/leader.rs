@@ -191,10 +191,14 @@ async fn apply(ctx: &CdcContext, record: &ChangeRecord) -> StoreResult<()> {
     let row = products::get(&ctx.db, product).await?;
     match &row {
         None => {
-            // Deleted (now or since): nothing of it may be sold.
-            ctx.stock.unload(product).await?;
+            // Deleted (now or since): nothing of it may be sold, and every
+            // reservation still queued for it must end as an explicit
+            // failure, so its stream and its members' states stay until
+            // the consumers have dead-lettered them (reconciliation clears
+            // the rest once the stream is quiet).
+            ctx.stock.retire(product).await?;
             ctx.sold_out.mark(product, false).await?;
-            tracing::info!(product = product.get(), "deleted item removed from redis");
+            tracing::info!(product = product.get(), "deleted item retired from redis");
         }
         Some(row) => {
             // The description as the database has it now (preheat keeps

@@ -184,7 +184,11 @@ impl Lifecycle {
 
     /// Unpaid orders past their deadline by more than `grace` (the ones the
     /// deadline poller did not settle: Redis lost their deadline).
-    pub async fn overdue(&self, grace: std::time::Duration, limit: i64) -> StoreResult<Vec<OrderId>> {
+    pub async fn overdue(
+        &self,
+        grace: std::time::Duration,
+        limit: i64,
+    ) -> StoreResult<Vec<OrderId>> {
         orders::overdue(&self.db, grace.as_millis() as i64, limit).await
     }
 

@@ -102,6 +102,36 @@ pub async fn get(db: &Database, product: ProductId) -> StoreResult<Option<Produc
         .await?)
 }
 
+/// A product's unsold stock as the database counts it, and whether a
+/// captured change of it is not yet fully applied (not relayed, or a stock
+/// edit whose units have not yet moved in the database): read in one
+/// statement, so the two describe the same moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StockOnRecord {
+    pub stock_available: i64,
+    pub change_in_flight: bool,
+}
+
+pub async fn stock_on_record(
+    db: &Database,
+    product: ProductId,
+) -> StoreResult<Option<StockOnRecord>> {
+    let row: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT p.stock_available, (SELECT COUNT(*) FROM product_changes c WHERE c.product_id = p.id \
+           AND (c.relayed_at_ms IS NULL \
+                OR (c.op = 'update' AND c.stock_applied IS NULL \
+                    AND COALESCE(c.old_stock_total, -1) <> COALESCE(c.new_stock_total, -1)))) \
+         FROM products p WHERE p.id = $1",
+    )
+    .bind(product.get())
+    .fetch_optional(&db.pool)
+    .await?;
+    Ok(row.map(|(stock_available, in_flight)| StockOnRecord {
+        stock_available,
+        change_in_flight: in_flight > 0,
+    }))
+}
+
 /// Items whose sale has not ended: the ones whose stock must be live in Redis.
 pub async fn not_ended(db: &Database, now_s: i64) -> StoreResult<Vec<ProductRow>> {
     let sql = format!("SELECT {COLUMNS} FROM products WHERE ends_at > $1 ORDER BY id");

@@ -174,10 +174,27 @@ impl Stock {
             .map(|_| ())
     }
 
+    /// Stops a deleted product from selling, keeping what its queued
+    /// reservations need to end as explicit failures: its members' states
+    /// and its order and dead-letter streams stay (and it stays in the
+    /// registry, so consumers still read its stream), while the item (its
+    /// stock and window) and its stock ledgers go.
+    pub async fn retire(&self, product: ProductId) -> RedisResult<()> {
+        let keys = &self.redis.keys;
+        self.redis
+            .connection()
+            .del(&[
+                keys.item(product),
+                keys.returned(product),
+                keys.stock_changes(product),
+            ])
+            .await
+    }
+
     /// Removes every key of one product and its registry entry.
     pub async fn unload(&self, product: ProductId) -> RedisResult<()> {
         let mut conn = self.redis.connection();
-        let _: () = conn.del(&self.product_keys(product)[..]).await?;
+        let _: () = conn.del(self.all_keys(product)).await?;
         conn.srem(self.redis.keys.products(), product.get()).await
     }
 
@@ -190,6 +207,13 @@ impl Stock {
             keys.returned(product),
             keys.dead_letters(product),
         ]
+    }
+
+    /// Every key of one product (what `unload` removes).
+    fn all_keys(&self, product: ProductId) -> Vec<String> {
+        let mut keys = self.product_keys(product).to_vec();
+        keys.push(self.redis.keys.stock_changes(product));
+        keys
     }
 
     async fn run_preheat(

@@ -5,7 +5,8 @@
 -- KEYS[1] item hash, KEYS[2] stock-changes hash (change id -> units moved)
 -- ARGV[1] change id, ARGV[2] delta (new total - old total)
 --
--- Adding units makes them sellable at once. Removing units takes only
+-- Adding units makes them sellable at once, up to 2^53 - 1 in all (the
+-- largest integer Lua numbers carry exactly). Removing units takes only
 -- unsold ones: live stock never goes below zero, so what is already
 -- reserved stays reserved.
 -- Returns {units moved, stock after, state}: state 1 applied now, 0 applied
@@ -23,6 +24,10 @@ local delta = tonumber(ARGV[2])
 local moved = delta
 if delta < 0 and -delta > stock then
   moved = -stock
+end
+local max = 9007199254740991
+if delta > 0 and delta > max - stock then
+  moved = max - stock
 end
 stock = redis.call('HINCRBY', KEYS[1], 'stock', moved)
 redis.call('HSET', KEYS[2], ARGV[1], moved)
