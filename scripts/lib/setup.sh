@@ -63,6 +63,11 @@ ensure_postgres() {
   (as on the CI machine: trust authentication for local TCP), or set SECKILL_TEST_PG_URL."
 }
 
+# libfaketime, for the test that runs an origin with a wrong clock.
+ensure_faketime() {
+  [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || apt_install faketime
+}
+
 # Headless Chromium and ChromeDriver for the browser tests (Debian's
 # packages; a test tool's own browser download cannot work offline).
 ensure_chromium() {

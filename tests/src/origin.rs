@@ -54,6 +54,21 @@ impl OriginOptions {
         self
     }
 
+    /// Runs the process with its wall clock `seconds` ahead of the
+    /// machine's (libfaketime; its monotonic clock is left alone), as on a
+    /// host whose clock is wrong.
+    pub fn clock_ahead(self, seconds: u64) -> Self {
+        let library = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+        assert!(
+            std::path::Path::new(library).exists(),
+            "libfaketime is not installed: install it with `apt-get install faketime` \
+             (scripts/test does this when run as root)"
+        );
+        self.env("LD_PRELOAD", library)
+            .env("FAKETIME", format!("+{seconds}s"))
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", 1)
+    }
+
     /// Runs a subcommand (e.g. `worker`) instead of the HTTP server.
     pub fn arg(mut self, arg: &str) -> Self {
         self.args.push(arg.to_string());

@@ -632,3 +632,58 @@ async fn huge_stock_set_by_sql_still_sells_exactly() {
     assert_eq!(api.buy(product, 2).await.status, 202);
     assert_eq!(redis_stock(&mut conn, product).await, cap - 1);
 }
+
+/// An origin whose clock runs two minutes ahead writes orders, polls the
+/// deadlines and takes payments: deadlines, payments and cancellations are
+/// judged on one clock (the database's, and Redis' for what is due), so it
+/// neither cancels an order early nor refuses a payment in time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_with_a_wrong_clock_judges_deadlines_like_the_others() {
+    use seckill_tests::{Origin, OriginOptions};
+    let redis = RedisServer::start().await;
+    let db = TestDatabase::create(Backend::Postgres).await;
+    let buyer = TestApp::start(
+        redis.url(),
+        &db,
+        AppSettings::new()
+            .set("SECKILL_CONSUMERS", 0)
+            .set("SECKILL_CANCEL_POLL_MS", 0),
+    )
+    .await;
+    let api = buyer.api();
+    let product = api.create_sale(&Sale::open(4)).await.product_id.get();
+    let skewed = Origin::start(
+        OriginOptions::new("recovery_clock_ahead", &redis, &db)
+            .clock_ahead(120)
+            .env("SECKILL_PAY_TIMEOUT_S", 30)
+            .env("SECKILL_CANCEL_POLL_MS", 100),
+    )
+    .await;
+    assert_eq!(buy_all(&api, product, 1..=4).await.len(), 4);
+    let pool = db.pool().await;
+    wait_for_orders(&pool, product, 4).await;
+
+    // Deadlines are 30 s from when the order was written, on the
+    // database's clock, not on the skewed writer's.
+    let deadlines: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT pay_deadline_ms - created_at_ms, \
+         pay_deadline_ms - (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT \
+         FROM orders WHERE product_id = $1",
+    )
+    .bind(product)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    for (timeout, left) in deadlines {
+        assert_eq!(timeout, 30_000);
+        assert!((20_000..=30_000).contains(&left), "{left} ms left");
+    }
+    // Its poller has had time to act on its own clock: nothing is
+    // cancelled, and it takes a payment in time.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(by_status(&pool, product).await, (4, 0, 0));
+    let (order, member, _) = orders(&pool, product).await[0].clone();
+    let paid = skewed.api().pay(order, member).await;
+    assert_eq!(paid.status, 200, "{:?}", paid.body);
+    assert_eq!(by_status(&pool, product).await, (3, 1, 0));
+}

@@ -18,7 +18,6 @@ use seckill_shared::OrderId;
 use tracing::Instrument;
 
 use super::{DeadlineOutcome, Lifecycle};
-use crate::clock::unix_ms;
 use crate::shutdown::Shutdown;
 use crate::telemetry::chain;
 
@@ -47,7 +46,7 @@ pub async fn run(lifecycle: Lifecycle, settings: PollerSettings, shutdown: Shutd
         loop {
             let claimed = match lifecycle
                 .deadlines()
-                .claim(unix_ms(), settings.lease, settings.batch)
+                .claim(settings.lease, settings.batch)
                 .await
             {
                 Ok(claimed) => claimed,

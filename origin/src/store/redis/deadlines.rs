@@ -47,17 +47,11 @@ impl PaymentDeadlines {
         Ok(())
     }
 
-    /// Claims up to `max` deadlines due at `now_ms` for `lease`.
-    pub async fn claim(
-        &self,
-        now_ms: u64,
-        lease: Duration,
-        max: usize,
-    ) -> RedisResult<Vec<DeadlineEntry>> {
+    /// Claims up to `max` deadlines due now (on Redis' clock) for `lease`.
+    pub async fn claim(&self, lease: Duration, max: usize) -> RedisResult<Vec<DeadlineEntry>> {
         let due: Vec<String> = self
             .claim
             .key(self.redis.keys.pay_deadlines())
-            .arg(now_ms)
             .arg(lease.as_millis() as u64)
             .arg(max)
             .invoke_async(&mut self.redis.connection())
