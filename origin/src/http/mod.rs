@@ -3,6 +3,7 @@
 //! goes through (request id, trace span, metrics, body limit).
 
 mod admin;
+mod body;
 mod buy;
 mod catalogue;
 pub mod error;
@@ -24,8 +25,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use error::ApiError;
 use state::AppState;
 
-/// Request bodies are tiny JSON objects; anything bigger is refused early.
-pub const MAX_BODY_BYTES: usize = 16 * 1024;
+pub use body::MAX_BODY_BYTES;
 
 /// The header naming a request from the edge (or any proxy) to the logs.
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -63,6 +63,7 @@ pub fn router(state: AppState) -> Router {
             observe::count,
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(body::read_whole))
         .layer(observe::trace_layer())
         // The edge names each request (a request without a name gets one);
         // the answer carries the same id, and so does every log line of the
