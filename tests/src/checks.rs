@@ -137,3 +137,34 @@ pub async fn sold_out_refusals(api: &Api) -> (f64, f64) {
         api.metric(metric, &[("source", "redis")]).await,
     )
 }
+
+/// Runs reconciliation now (`POST /admin/reconcile`) and returns the
+/// product's line of the report.
+pub async fn reconcile(api: &Api, product: i64) -> serde_json::Value {
+    let report = api
+        .send(
+            reqwest::Method::POST,
+            "/admin/reconcile",
+            Some(crate::ADMIN_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(report.status, 200, "{:?}", report.body);
+    report
+        .body
+        .as_array()
+        .expect("a report is a list")
+        .iter()
+        .find(|item| item["product_id"] == product)
+        .cloned()
+        .unwrap_or_else(|| panic!("product {product} is not in {:?}", report.body))
+}
+
+/// Runs one statement with the product id as its `$1`.
+pub async fn sql(pool: &AnyPool, statement: &str, product: i64) {
+    sqlx::query(statement)
+        .bind(product)
+        .execute(pool)
+        .await
+        .expect(statement);
+}

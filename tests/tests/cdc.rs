@@ -9,27 +9,18 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use reqwest::Method;
 use seckill_tests::checks::{
-    buy_all, keys, orders, pid, redis_stock, rush, stock_available, wait_for_orders,
+    buy_all, keys, orders, pid, reconcile, redis_stock, rush, sql, stock_available, wait_for_orders,
 };
 use seckill_tests::{
     eventually, Api, AppSettings, Backend, Origin, OriginOptions, RedisServer, Sale, TestApp,
     TestDatabase, TestWorker, ADMIN_TOKEN,
 };
 use serde_json::{json, Value};
-use sqlx::AnyPool;
 
 /// "Within about a second": generous enough for a loaded 2-core machine,
 /// far below anything but a working relay (polling the database every
 /// 500 ms, or woken by NOTIFY).
 const PROPAGATION: Duration = Duration::from_secs(3);
-
-async fn sql(pool: &AnyPool, statement: &str, product: i64) {
-    sqlx::query(statement)
-        .bind(product)
-        .execute(pool)
-        .await
-        .expect(statement);
-}
 
 async fn admin(
     api: &Api,
@@ -39,17 +30,6 @@ async fn admin(
 ) -> seckill_tests::client::Reply {
     api.send(method, path, Some(ADMIN_TOKEN), body.as_ref())
         .await
-}
-
-/// Runs reconciliation now and returns the product's line of the report.
-async fn reconcile(api: &Api, product: i64) -> Value {
-    let report = admin(api, Method::POST, "/admin/reconcile", None).await;
-    assert_eq!(report.status, 200, "{:?}", report.body);
-    let items = report.body.as_array().expect("a report is a list").clone();
-    items
-        .into_iter()
-        .find(|i| i["product_id"] == product)
-        .expect("the product is in the report")
 }
 
 /// Waits until `origin` shows `field` of the product equal to `expected`.

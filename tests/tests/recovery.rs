@@ -8,13 +8,12 @@ use redis::AsyncCommands;
 use reqwest::Method;
 use seckill_shared::api::ResultStatus;
 use seckill_tests::checks::{
-    buy_all, keys, orders, pid, redis_stock, stock_available, wait_for_orders,
+    buy_all, keys, orders, pid, reconcile, redis_stock, sql, stock_available, wait_for_orders,
 };
 use seckill_tests::{
-    eventually, Api, AppSettings, Backend, RedisServer, Sale, TestApp, TestDatabase, TestWorker,
+    eventually, AppSettings, Backend, RedisServer, Sale, TestApp, TestDatabase, TestWorker,
     ADMIN_TOKEN,
 };
-use serde_json::Value;
 use sqlx::AnyPool;
 
 /// Orders of `product` by status: `(unpaid, paid, cancelled)`.
@@ -22,22 +21,6 @@ async fn by_status(pool: &AnyPool, product: i64) -> (usize, usize, usize) {
     let rows = orders(pool, product).await;
     let count = |status: &str| rows.iter().filter(|(_, _, s)| s == status).count();
     (count("unpaid"), count("paid"), count("cancelled"))
-}
-
-/// Runs reconciliation now and returns the product's line of the report.
-async fn reconcile(api: &Api, product: i64) -> Value {
-    let report = api
-        .send(Method::POST, "/admin/reconcile", Some(ADMIN_TOKEN), None)
-        .await;
-    assert_eq!(report.status, 200, "{:?}", report.body);
-    report
-        .body
-        .as_array()
-        .expect("a report is a list")
-        .iter()
-        .find(|item| item["product_id"] == product)
-        .cloned()
-        .unwrap_or_else(|| panic!("product {product} is not in {:?}", report.body))
 }
 
 async fn flush(redis: &RedisServer) {
@@ -293,11 +276,12 @@ async fn reconciliation_leaves_a_half_applied_stock_edit_alone() {
     let api = checker.api();
     let product = api.create_sale(&Sale::open(10)).await.product_id.get();
     let pool = db.pool().await;
-    sqlx::query("UPDATE products SET stock_total = 15 WHERE id = $1")
-        .bind(product)
-        .execute(&pool)
-        .await
-        .unwrap();
+    sql(
+        &pool,
+        "UPDATE products SET stock_total = 15 WHERE id = $1",
+        product,
+    )
+    .await;
     let (change,): (i64,) = sqlx::query_as(
         "SELECT MAX(id) FROM product_changes WHERE product_id = $1 AND op = 'update'",
     )
@@ -475,11 +459,7 @@ async fn a_product_deleted_with_sql_fails_its_queued_reservations() {
     let product = api.create_sale(&Sale::open(5)).await.product_id.get();
     assert_eq!(buy_all(&api, product, 1..=3).await, vec![1, 2, 3]);
     let pool = db.pool().await;
-    sqlx::query("DELETE FROM products WHERE id = $1")
-        .bind(product)
-        .execute(&pool)
-        .await
-        .unwrap();
+    sql(&pool, "DELETE FROM products WHERE id = $1", product).await;
     let conn = redis.connection().await;
     eventually(
         Duration::from_secs(10),

@@ -161,11 +161,10 @@ async fn lock_products(
     rows.iter().map(|row| row.try_get::<i64, _>(0)).collect()
 }
 
-/// Reservations of the batch already rejected, with their reasons.
-async fn rejections(
-    tx: &mut Transaction<'_, Any>,
-    requests: &[OrderRequest],
-) -> Result<HashMap<(i64, i64), String>, sqlx::Error> {
+/// The requests' reservation numbers, by product.
+fn seqs_by_product<'a>(
+    requests: impl IntoIterator<Item = &'a OrderRequest>,
+) -> BTreeMap<i64, Vec<i64>> {
     let mut by_product: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
     for request in requests {
         by_product
@@ -173,8 +172,16 @@ async fn rejections(
             .or_default()
             .push(request.seq);
     }
+    by_product
+}
+
+/// Reservations of the batch already rejected, with their reasons.
+async fn rejections(
+    tx: &mut Transaction<'_, Any>,
+    requests: &[OrderRequest],
+) -> Result<HashMap<(i64, i64), String>, sqlx::Error> {
     let mut found = HashMap::new();
-    for (product, seqs) in by_product {
+    for (product, seqs) in seqs_by_product(requests) {
         let sql = format!(
             "SELECT reservation_seq, reason FROM rejected_reservations \
              WHERE product_id = $1 AND reservation_seq IN ({})",
@@ -268,15 +275,8 @@ async fn existing_orders(
     tx: &mut Transaction<'_, Any>,
     requests: &[&OrderRequest],
 ) -> Result<HashMap<(i64, i64), ExistingOrder>, sqlx::Error> {
-    let mut by_product: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
-    for request in requests {
-        by_product
-            .entry(request.product.get())
-            .or_default()
-            .push(request.seq);
-    }
     let mut found = HashMap::new();
-    for (product, seqs) in by_product {
+    for (product, seqs) in seqs_by_product(requests.iter().copied()) {
         let sql = format!(
             "SELECT id, member_id, status, pay_deadline_ms, reservation_seq FROM orders \
              WHERE product_id = $1 AND reservation_seq IN ({})",
