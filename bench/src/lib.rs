@@ -1,0 +1,4 @@
+//! The pieces of `seckill-bench` that the end-to-end tests use too, so a
+//! fault is injected the same way by a test and by the chaos soak.
+
+pub mod proxy;
