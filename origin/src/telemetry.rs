@@ -37,10 +37,17 @@ pub struct Chain<'a>(pub &'a (dyn Error + 'static));
 
 impl fmt::Display for Chain<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
+        let mut last = self.0.to_string();
+        f.write_str(&last)?;
         let mut source = self.0.source();
         while let Some(cause) = source {
-            write!(f, ": {cause}")?;
+            // Many errors (io, redis) already print their source in their
+            // own message; saying it twice only makes the line longer.
+            let text = cause.to_string();
+            if !last.ends_with(&text) {
+                write!(f, ": {text}")?;
+            }
+            last = text;
             source = cause.source();
         }
         Ok(())
@@ -64,5 +71,15 @@ mod tests {
     fn a_chain_shows_every_cause() {
         let err = Outer(std::io::Error::other("inner"));
         assert_eq!(chain(&err).to_string(), "outer: inner");
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("redis: {0}")]
+    struct Echoing(#[source] std::io::Error);
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let err = Outer(std::io::Error::other(Echoing(std::io::Error::other("broken pipe"))));
+        assert_eq!(chain(&err).to_string(), "outer: redis: broken pipe");
     }
 }
