@@ -1,4 +1,14 @@
 //! The pieces of `seckill-bench` that the end-to-end tests use too, so a
-//! fault is injected the same way by a test and by the chaos soak.
+//! fault is injected, a metric read and a port found the same way by a
+//! test, the chaos soak and the scripts.
 
+pub mod metrics_text;
 pub mod proxy;
+
+/// A free TCP port on 127.0.0.1 (released before it is returned, so a
+/// process started right after can bind it).
+pub fn free_port() -> std::io::Result<u16> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+}

@@ -6,16 +6,22 @@
 //! from keep-alive connections, shows a progress bar, and writes a JSON
 //! result file and SVG charts. Given the database (and Redis) of the
 //! deployment, it audits the outcome and exits non-zero if any invariant
-//! broke.
+//! broke. Its other subcommands are the pieces of scripts/bench, scripts/run
+//! and scripts/profile that are more than starting processes: the summary
+//! table, reading a result field or a metric, a free port, the demo sale.
 
 mod audit;
 mod chart;
 mod client;
+mod demo_sale;
 mod drain;
 mod floor;
 mod load;
+mod profile_shares;
+mod result_file;
 mod scenario;
 mod stats;
+mod summary;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -103,11 +109,15 @@ enum Command {
     Drain {
         #[arg(long, env = "DATABASE_URL")]
         database_url: String,
-        #[arg(long)]
-        product: i64,
+        /// A result file written by `rush` or `mixed`: its product, and as
+        /// many orders as it had buys accepted.
+        #[arg(long, required_unless_present_all = ["product", "expected"], conflicts_with_all = ["product", "expected"])]
+        results: Option<PathBuf>,
+        #[arg(long, requires = "expected")]
+        product: Option<i64>,
         /// Stop when this many orders exist.
-        #[arg(long)]
-        expected: i64,
+        #[arg(long, requires = "product")]
+        expected: Option<i64>,
         #[arg(long, default_value_t = 600)]
         timeout_s: u64,
         #[command(flatten)]
@@ -117,12 +127,72 @@ enum Command {
     Audit {
         #[command(flatten)]
         audit: AuditArgs,
+        /// Default: the product of the result file.
         #[arg(long)]
-        product: i64,
+        product: Option<i64>,
         /// A result file written by `rush` or `mixed`.
         #[arg(long)]
         results: PathBuf,
     },
+    /// Write the summary table of a scripts/bench run (summary.md in its
+    /// folder) and print it.
+    Summary {
+        /// The run's folder of result files.
+        #[arg(long, default_value = "docs/bench")]
+        results: PathBuf,
+        /// Clock ticks per second of the *-serving-ticks.txt files
+        /// (`getconf CLK_TCK`).
+        #[arg(long)]
+        clock_ticks: u64,
+    },
+    /// Print one field of a result file: a JSON pointer (`/summary/requests`)
+    /// of a .json file, a column of the last row of a .csv file.
+    Field {
+        file: PathBuf,
+        key: String,
+        /// Round a number to an integer (half to even).
+        #[arg(long)]
+        round: bool,
+    },
+    /// Print the sum of a metric's series at a Prometheus /metrics URL.
+    Metric {
+        /// e.g. http://127.0.0.1:8080/metrics
+        url: String,
+        /// The metric, e.g. http_requests_total.
+        name: String,
+        /// Only series with this label (repeatable), e.g.
+        /// route=/api/seckill/{product_id}/orders.
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+    },
+    /// Print a free TCP port on 127.0.0.1.
+    FreePort,
+    /// Create the demo sale scripts/run shows, or reuse the previous one
+    /// while its countdown runs; prints its product id.
+    DemoSale {
+        /// The origin (or edge) to create it on.
+        #[arg(long)]
+        url: String,
+        #[arg(long, env = "SECKILL_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: String,
+        /// The file the demo sale's product id is kept in between runs.
+        #[arg(long)]
+        remember: PathBuf,
+    },
+    /// Print where a profiled server's time goes, from folded perf stacks
+    /// (<DIR>/<NAME>.folded), as a Markdown table with a column per NAME.
+    ProfileShares {
+        #[arg(long)]
+        folded: PathBuf,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected NAME=VALUE, got {text}"))
 }
 
 #[derive(Args)]
@@ -424,11 +494,28 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         }
         Command::Drain {
             database_url,
+            results,
             product,
             expected,
             timeout_s,
             out,
         } => {
+            let (product, expected) = match (results, product, expected) {
+                (Some(results), _, _) => {
+                    let run = result_file::run_outcome(&results)?;
+                    if run.accepted_members.is_empty() {
+                        let statuses =
+                            result_file::read_json(&results)?["summary"]["by_status"].clone();
+                        anyhow::bail!(
+                            "no buy of {} was accepted, nothing to drain: {statuses}",
+                            results.display()
+                        );
+                    }
+                    (run.product_id, run.accepted_members.len() as i64)
+                }
+                (None, Some(product), Some(expected)) => (product, expected),
+                _ => anyhow::bail!("--results, or --product and --expected"),
+            };
             let pool = audit::connect(&database_url).await?;
             let report =
                 drain::watch(&pool, product, expected, Duration::from_secs(timeout_s)).await?;
@@ -462,11 +549,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             product,
             results,
         } => {
-            let text = std::fs::read_to_string(&results)
-                .with_context(|| format!("reading {}", results.display()))?;
-            let json: serde_json::Value = serde_json::from_str(&text)?;
-            let accepted: Vec<i64> = serde_json::from_value(json["accepted_members"].clone())
-                .context("the result file has no accepted_members")?;
+            let run = result_file::run_outcome(&results)?;
             let out = OutArgs {
                 out: results.parent().map(PathBuf::from).unwrap_or_default(),
                 name: None,
@@ -475,7 +558,64 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "run".into());
-            audit_run(&audit, &out, &stem, product, &accepted).await
+            let product = product.unwrap_or(run.product_id);
+            audit_run(&audit, &out, &stem, product, &run.accepted_members).await
+        }
+        Command::Summary {
+            results,
+            clock_ticks,
+        } => {
+            let (table, left_out) = summary::table(&results, clock_ticks)?;
+            for row in left_out {
+                eprintln!("summary: left out {row}");
+            }
+            let path = results.join("summary.md");
+            std::fs::write(&path, &table).with_context(|| format!("writing {}", path.display()))?;
+            print!("{table}");
+            Ok(true)
+        }
+        Command::Field { file, key, round } => {
+            println!("{}", result_file::field_text(&file, &key, round)?);
+            Ok(true)
+        }
+        Command::Metric { url, name, labels } => {
+            let uri: http::Uri = url.parse().with_context(|| format!("not a URL: {url}"))?;
+            let path = uri.path_and_query().map_or("/metrics", |p| p.as_str());
+            let mut connection = client::Connection::new(client::Target::parse(&url)?);
+            let answer = connection.send(http::Method::GET, path, None, None).await?;
+            if !answer.status.is_success() {
+                anyhow::bail!("GET {url} was answered {}", answer.status);
+            }
+            let text = std::str::from_utf8(&answer.body).context("the metrics are not text")?;
+            let labels: Vec<(&str, &str)> = labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            println!("{}", seckill_bench::metrics_text::sum(text, &name, &labels));
+            Ok(true)
+        }
+        Command::FreePort => {
+            println!("{}", seckill_bench::free_port()?);
+            Ok(true)
+        }
+        Command::DemoSale {
+            url,
+            admin_token,
+            remember,
+        } => {
+            let sale = demo_sale::create_or_reuse(&url, &admin_token, &remember).await?;
+            eprintln!(
+                "{} the demo sale, product {}, opening at {} (unix seconds)",
+                if sale.reused { "reusing" } else { "created" },
+                sale.product_id,
+                sale.starts_at
+            );
+            println!("{}", sale.product_id);
+            Ok(true)
+        }
+        Command::ProfileShares { folded, names } => {
+            print!("{}", profile_shares::table(&folded, &names)?);
+            Ok(true)
         }
     }
 }

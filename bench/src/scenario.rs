@@ -63,11 +63,49 @@ fn unix_s() -> u64 {
         .as_secs()
 }
 
-fn unix_ms() -> i64 {
+pub(crate) fn unix_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
+}
+
+/// One request on a new connection: the status and the body, if it is
+/// JSON of type `T`.
+pub async fn call_json<T: serde::de::DeserializeOwned>(
+    target: &Target,
+    method: Method,
+    path: &str,
+    bearer: Option<&str>,
+    body: Option<Bytes>,
+) -> anyhow::Result<(u16, Option<T>)> {
+    let mut connection = Connection::new(target.clone());
+    let answer = connection.send(method, path, bearer, body).await?;
+    let status = answer.status.as_u16();
+    Ok((status, serde_json::from_slice(&answer.body).ok()))
+}
+
+/// The target's clock minus this machine's, in milliseconds, and how far
+/// off that may be (see [`ClockSample::offset`]), from the fastest of a
+/// few round trips.
+pub async fn clock_offset_ms(target: &Target) -> anyhow::Result<(i64, i64)> {
+    let mut connection = Connection::new(target.clone());
+    let mut samples = Vec::new();
+    for _ in 0..5 {
+        let sent_ms = unix_ms();
+        let answer = connection
+            .send(Method::GET, "/api/time", None, None)
+            .await?;
+        let received_ms = unix_ms();
+        let time: TimeResponse = serde_json::from_slice(&answer.body)
+            .context("GET /api/time did not answer with a time")?;
+        samples.push(ClockSample {
+            sent_ms,
+            server_ms: time.now_ms as i64,
+            received_ms,
+        });
+    }
+    Ok(ClockSample::best_offset(&samples))
 }
 
 impl Session {
@@ -95,33 +133,12 @@ impl Session {
         bearer: Option<&str>,
         body: Option<Bytes>,
     ) -> anyhow::Result<(u16, Option<T>)> {
-        let mut connection = Connection::new(self.target.clone());
-        let answer = connection.send(method, path, bearer, body).await?;
-        let status = answer.status.as_u16();
-        Ok((status, serde_json::from_slice(&answer.body).ok()))
+        call_json(&self.target, method, path, bearer, body).await
     }
 
-    /// The server's clock minus this machine's, in milliseconds, and how
-    /// far off that may be (see [`ClockSample::offset`]), from the fastest
-    /// of a few round trips.
+    /// The server's clock minus this machine's (see [`clock_offset_ms`]).
     pub async fn clock_offset_ms(&self) -> anyhow::Result<(i64, i64)> {
-        let mut connection = Connection::new(self.target.clone());
-        let mut samples = Vec::new();
-        for _ in 0..5 {
-            let sent_ms = unix_ms();
-            let answer = connection
-                .send(Method::GET, "/api/time", None, None)
-                .await?;
-            let received_ms = unix_ms();
-            let time: TimeResponse = serde_json::from_slice(&answer.body)
-                .context("GET /api/time did not answer with a time")?;
-            samples.push(ClockSample {
-                sent_ms,
-                server_ms: time.now_ms as i64,
-                received_ms,
-            });
-        }
-        Ok(ClockSample::best_offset(&samples))
+        clock_offset_ms(&self.target).await
     }
 
     /// Creates a sale through the admin API; it opens `start_in` from now

@@ -17,8 +17,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
 # build_release: the origin and the generator, optimised.
 build_release() {
   log "building (release)"
@@ -29,6 +27,9 @@ build_release() {
   export SECKILL_ADMIN_TOKEN="bench-admin-token-0123456789"
   export RUST_LOG=warn
 }
+
+# A free port on 127.0.0.1 (after build_release).
+free_port() { "$bench" free-port; }
 
 # start_redis: Redis as scripts/run runs it (append-only file, fsync every
 # second) on a free port; sets $redis_port, $redis_pid and REDIS_URL.
@@ -63,12 +64,14 @@ start_origin() {
 # start_floor: seckill-bench's HTTP floor server (answers 409 at once, does
 # nothing else) on a free port; sets $floor_url and $floor_pid.
 start_floor() {
-  "$bench" floor > "$work/floor.out" &
+  local port
+  port=$(free_port)
+  "$bench" floor --bind "127.0.0.1:$port" > "$work/floor.out" &
   pids+=($!)
   floor_pid=$!
-  for _ in $(seq 50); do grep -q "listening on" "$work/floor.out" 2>/dev/null && break; sleep 0.1; done
-  floor_url=$(sed -n 's/.*listening on //p' "$work/floor.out")
-  [ -n "$floor_url" ] || die "the HTTP floor did not start"
+  floor_url="http://127.0.0.1:$port"
+  for _ in $(seq 50); do grep -q "listening on" "$work/floor.out" 2>/dev/null && return; sleep 0.1; done
+  die "the HTTP floor did not start"
 }
 
 # cpu_ticks PID...: the CPU time (clock ticks, user + system) these

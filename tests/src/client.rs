@@ -236,29 +236,6 @@ impl Api {
         let reply = self.get("/metrics").await;
         assert_eq!(reply.status, 200);
         let text = reply.body.as_str().expect("metrics are text").to_string();
-        sum_metric(&text, name, labels)
+        seckill_bench::metrics_text::sum(&text, name, labels)
     }
-}
-
-/// Sums matching series in Prometheus text format.
-pub fn sum_metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (series_name, series_labels) = match series.split_once('{') {
-                Some((n, l)) => (n, l.trim_end_matches('}')),
-                None => (series, ""),
-            };
-            if series_name != name {
-                return None;
-            }
-            let all = labels.iter().all(|(k, v)| {
-                series_labels
-                    .split(',')
-                    .any(|pair| pair == format!("{k}=\"{v}\""))
-            });
-            all.then(|| value.parse::<f64>().ok()).flatten()
-        })
-        .sum()
 }

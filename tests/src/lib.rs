@@ -33,10 +33,7 @@ pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 /// A free TCP port on 127.0.0.1 (released before it is returned, so a
 /// process started right after can bind it).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("cannot find a free port on 127.0.0.1")
+    seckill_bench::free_port().expect("cannot find a free port on 127.0.0.1")
 }
 
 /// A short random suffix for names that must not collide between tests.

@@ -1,0 +1,390 @@
+//! The summary table of a `scripts/bench` run (docs/bench/summary.md, whose
+//! figures docs/BENCHMARKS.md quotes): every measure with its figure and the
+//! ratio it is read by, computed from the result files the run left in its
+//! folder.
+//!
+//! A row whose inputs are missing (a step that was not run, such as the
+//! edge when it is not built) is left out and named on stderr, so a partial
+//! run still gets a table of what it measured.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde_json::Value;
+
+use crate::result_file::{csv_last_row_number, json_number, read_json};
+
+/// A result file a row needs is not there: the row is left out.
+#[derive(Debug)]
+struct NotMeasured(PathBuf);
+
+impl fmt::Display for NotMeasured {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "no {}", self.0.display())
+    }
+}
+
+impl std::error::Error for NotMeasured {}
+
+/// One run's folder of result files.
+struct Results {
+    dir: PathBuf,
+    clock_ticks_per_second: f64,
+}
+
+impl Results {
+    fn file(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let path = self.dir.join(name);
+        if !path.exists() {
+            return Err(NotMeasured(path).into());
+        }
+        Ok(path)
+    }
+
+    fn json(&self, stem: &str) -> anyhow::Result<(Value, PathBuf)> {
+        let path = self.file(&format!("{stem}.json"))?;
+        Ok((read_json(&path)?, path))
+    }
+
+    fn number(&self, stem: &str, pointer: &str) -> anyhow::Result<f64> {
+        let (json, path) = self.json(stem)?;
+        json_number(&json, pointer, &path)
+    }
+
+    fn rps(&self, stem: &str) -> anyhow::Result<f64> {
+        self.number(stem, "/summary/requests_per_second")
+    }
+
+    /// An integer written alone in a text file by scripts/bench.
+    fn integer(&self, name: &str) -> anyhow::Result<i64> {
+        let path = self.file(name)?;
+        let text = std::fs::read_to_string(&path)?;
+        text.trim()
+            .parse()
+            .with_context(|| format!("{} does not hold an integer", path.display()))
+    }
+
+    /// The serving side's CPU time per request of a run, in microseconds:
+    /// the clock ticks scripts/bench counted over it, over its requests.
+    fn serving_us_per_request(&self, stem: &str) -> anyhow::Result<f64> {
+        let ticks = self.integer(&format!("{stem}-serving-ticks.txt"))? as f64;
+        let requests = self.number(stem, "/summary/requests")?;
+        Ok(ticks / self.clock_ticks_per_second * 1e6 / requests)
+    }
+
+    /// redis-benchmark's requests per second in a CSV file; `None` when
+    /// the file is empty (the pipelined ceiling may fail).
+    fn ceiling(&self, name: &str) -> anyhow::Result<Option<f64>> {
+        csv_last_row_number(&self.file(name)?, "rps")
+    }
+}
+
+/// `x` with `decimals` decimals and a comma between thousands (Python's
+/// `{x:,.Nf}`).
+fn grouped(x: f64, decimals: usize) -> String {
+    let plain = format!("{x:.decimals$}");
+    let (sign, unsigned) = match plain.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", plain.as_str()),
+    };
+    let (whole, fraction) = match unsigned.split_once('.') {
+        Some((whole, fraction)) => (whole, Some(fraction)),
+        None => (unsigned, None),
+    };
+    let mut out = String::from(sign);
+    for (i, digit) in whole.chars().enumerate() {
+        if i > 0 && (whole.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    if let Some(fraction) = fraction {
+        out.push('.');
+        out.push_str(fraction);
+    }
+    out
+}
+
+fn count(n: i64) -> String {
+    grouped(n as f64, 0)
+}
+
+type Row = (String, String, String);
+
+fn row(measure: &str, figure: String, ratio: String) -> Row {
+    (measure.to_string(), figure, ratio)
+}
+
+/// The rows, in the table's order; each is computed on its own so one
+/// missing input leaves out only the rows that need it.
+fn rows(r: &Results) -> Vec<(String, anyhow::Result<Option<Row>>)> {
+    let ceiling = || -> anyhow::Result<f64> {
+        r.ceiling("ceiling.csv")?
+            .context("ceiling.csv is empty: redis-benchmark failed")
+    };
+    let buy = || r.rps("buy-path");
+    let tail = || r.rps("sold-out-tail");
+    let floor = || r.rps("http-floor");
+    let drain = |name: &str| r.number(&format!("drain-{name}"), "/orders_per_second");
+    #[allow(clippy::type_complexity)]
+    let mut rows: Vec<(String, Box<dyn Fn() -> anyhow::Result<Option<Row>>>)> = Vec::new();
+    rows.push((
+        "ceiling".into(),
+        Box::new(|| {
+            Ok(Some(row(
+                "redis-benchmark ceiling (reserve script, 50 clients)",
+                format!("{} scripts/s", grouped(ceiling()?, 0)),
+                String::new(),
+            )))
+        }),
+    ));
+    rows.push((
+        "pipelined ceiling".into(),
+        Box::new(|| {
+            Ok(r.ceiling("ceiling-pipelined.csv")?
+                .filter(|&pipelined| pipelined != 0.0)
+                .map(|pipelined| {
+                    row(
+                        "redis-benchmark ceiling, pipelined 16 deep",
+                        format!("{} scripts/s", grouped(pipelined, 0)),
+                        String::new(),
+                    )
+                }))
+        }),
+    ));
+    rows.push((
+        "buy path".into(),
+        Box::new(|| {
+            let (buy, ceiling) = (buy()?, ceiling()?);
+            Ok(Some(row(
+                "buy path, this project (HTTP, every buy reserves; orders written after the burst)",
+                format!("{} req/s", grouped(buy, 0)),
+                format!("{:.2}× ceiling", buy / ceiling),
+            )))
+        }),
+    ));
+    rows.push((
+        "buy path with a writer".into(),
+        Box::new(|| {
+            let (with_writer, ceiling) = (r.rps("buy-path-with-writer")?, ceiling()?);
+            Ok(Some(row(
+                "buy path with an order writer draining into PostgreSQL on the same cores",
+                format!("{} req/s", grouped(with_writer, 0)),
+                format!("{:.2}× ceiling", with_writer / ceiling),
+            )))
+        }),
+    ));
+    for (stem, database) in [
+        ("sync-db-postgres", "PostgreSQL"),
+        ("sync-db-sqlite", "SQLite"),
+    ] {
+        rows.push((
+            stem.into(),
+            Box::new(move || {
+                let (sync, buy) = (r.rps(stem)?, buy()?);
+                Ok(Some(row(
+                    &format!("buy path, sync-db baseline, {database}"),
+                    format!("{} req/s", grouped(sync, 0)),
+                    format!("this project: {:.0}×", buy / sync),
+                )))
+            }),
+        ));
+    }
+    rows.push((
+        "sold-out tail".into(),
+        Box::new(|| {
+            let (tail, buy) = (tail()?, buy()?);
+            Ok(Some(row(
+                "sold-out tail (local flag, no Redis)",
+                format!("{} req/s", grouped(tail, 0)),
+                format!("{:.1}× the reserve path", tail / buy),
+            )))
+        }),
+    ));
+    rows.push((
+        "CPU per request".into(),
+        Box::new(|| {
+            let buy_us = r.serving_us_per_request("buy-path")?;
+            let tail_us = r.serving_us_per_request("sold-out-tail")?;
+            Ok(Some(row(
+                "origin + Redis CPU per request: buy path / sold-out tail",
+                format!("{buy_us:.1} µs / {tail_us:.1} µs"),
+                format!("the tail costs {:.1}× less", buy_us / tail_us),
+            )))
+        }),
+    ));
+    rows.push((
+        "HTTP floor".into(),
+        Box::new(|| {
+            let (floor, buy, tail) = (floor()?, buy()?, tail()?);
+            Ok(Some(row(
+                "HTTP floor: the same tail against a server that answers 409 at once and does nothing else",
+                format!("{} req/s", grouped(floor, 0)),
+                format!(
+                    "{:.1}× the buy path; the tail runs at {:.2}× of it",
+                    floor / buy,
+                    tail / floor
+                ),
+            )))
+        }),
+    ));
+    rows.push((
+        "HTTP floor CPU".into(),
+        Box::new(|| {
+            let floor_us = r.serving_us_per_request("http-floor")?;
+            let tail_us = r.serving_us_per_request("sold-out-tail")?;
+            Ok(Some(row(
+                "HTTP floor server CPU per request",
+                format!("{floor_us:.1} µs"),
+                format!("the origin's tail: {:+.1} µs", tail_us - floor_us),
+            )))
+        }),
+    ));
+    rows.push((
+        "half of peak".into(),
+        Box::new(|| {
+            let p50 = r.number("half-peak", "/summary/latency_ms/p50")?;
+            let p99 = r.number("half-peak", "/summary/latency_ms/p99")?;
+            Ok(Some(row(
+                "latency at half of peak",
+                format!("p50 {p50:.2} ms, p99 {p99:.2} ms"),
+                format!("{} req/s offered", grouped(r.rps("half-peak")?, 0)),
+            )))
+        }),
+    ));
+    for (key, database) in [("postgres", "PostgreSQL"), ("sqlite", "SQLite")] {
+        rows.push((
+            format!("drain into {key}, batches of 200"),
+            Box::new(move || {
+                let batch = drain(&format!("{key}-batch"))?;
+                let single = drain(&format!("{key}-single"))?;
+                Ok(Some(row(
+                    &format!("drain into {database}, batches of 200"),
+                    format!("{} orders/s", grouped(batch, 0)),
+                    format!("{:.1}× one insert per order", batch / single),
+                )))
+            }),
+        ));
+        rows.push((
+            format!("drain into {key}, one insert per order"),
+            Box::new(move || {
+                Ok(Some(row(
+                    &format!("drain into {database}, one insert per order"),
+                    format!("{} orders/s", grouped(drain(&format!("{key}-single"))?, 0)),
+                    String::new(),
+                )))
+            }),
+        ));
+    }
+    rows.push((
+        "peak memory".into(),
+        Box::new(|| {
+            let kib = r.integer("origin-peak-rss-kib.txt")?;
+            Ok(Some(row(
+                "origin peak memory (VmHWM)",
+                format!("{:.0} MiB", kib as f64 / 1024.0),
+                String::new(),
+            )))
+        }),
+    ));
+    rows.push((
+        "mixed load".into(),
+        Box::new(|| {
+            let (mixed, path) = r.json("mixed")?;
+            let figures = ["buys", "result_polls", "payments"]
+                .iter()
+                .map(|kind| {
+                    let rps = json_number(&mixed, &format!("/{kind}/requests_per_second"), &path)?;
+                    Ok(grouped(rps, 0))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let sold = mixed["accepted_members"]
+                .as_array()
+                .context("mixed.json has no accepted_members")?
+                .len();
+            let paid = json_number(&mixed, "/paid", &path)? as i64;
+            Ok(Some(row(
+                "mixed load: buys / result polls / payments at once",
+                format!("{} req/s", figures.join(" / ")),
+                format!("{} sold, {} paid", count(sold as i64), count(paid)),
+            )))
+        }),
+    ));
+    rows.push((
+        "edge tail".into(),
+        Box::new(|| {
+            let served = r.number("edge-tail", "/summary/served_by_edge")? as i64;
+            let requests = r.number("edge-tail", "/summary/requests")? as i64;
+            Ok(Some(row(
+                "edge, sold-out tail",
+                format!(
+                    "{} of {} answered by the edge",
+                    count(served),
+                    count(requests)
+                ),
+                format!("{} req/s", grouped(r.rps("edge-tail")?, 0)),
+            )))
+        }),
+    ));
+    rows.push((
+        "edge forwarding".into(),
+        Box::new(|| {
+            let forwarded = r.integer("edge-forwarded-buys.txt")?;
+            let total = r.number("edge-rush", "/summary/requests")? as i64
+                + r.number("edge-tail", "/summary/requests")? as i64;
+            Ok(Some(row(
+                "edge, rush + tail: buys forwarded to the origin",
+                format!("{} of {}", count(forwarded), count(total)),
+                format!(
+                    "{:.1}% absorbed",
+                    (100 * (total - forwarded)) as f64 / total as f64
+                ),
+            )))
+        }),
+    ));
+    rows.into_iter()
+        .map(|(name, build)| (name, build()))
+        .collect()
+}
+
+/// The summary of the run in `dir` as a Markdown table, with the rows
+/// left out for want of a result file, each with its reason.
+pub fn table(dir: &Path, clock_ticks_per_second: u64) -> anyhow::Result<(String, Vec<String>)> {
+    let results = Results {
+        dir: dir.to_path_buf(),
+        clock_ticks_per_second: clock_ticks_per_second as f64,
+    };
+    let mut lines = vec![
+        "| measure | figure | ratio |".to_string(),
+        "|---|---|---|".to_string(),
+    ];
+    let mut left_out = Vec::new();
+    for (name, built) in rows(&results) {
+        match built {
+            Ok(Some((measure, figure, ratio))) => {
+                lines.push(format!("| {measure} | {figure} | {ratio} |"))
+            }
+            Ok(None) => {}
+            Err(err) => match err.downcast_ref::<NotMeasured>() {
+                Some(missing) => left_out.push(format!("{name}: {missing}")),
+                None => return Err(err.context(format!("the summary's {name} row"))),
+            },
+        }
+    }
+    Ok((lines.join("\n") + "\n", left_out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::grouped;
+
+    #[test]
+    fn grouped_puts_commas_between_thousands_like_python() {
+        assert_eq!(grouped(55096.42, 0), "55,096");
+        assert_eq!(grouped(999.5, 0), "1,000");
+        assert_eq!(grouped(1234567.891, 2), "1,234,567.89");
+        assert_eq!(grouped(-1234.0, 0), "-1,234");
+        assert_eq!(grouped(12.0, 0), "12");
+    }
+}
