@@ -7,11 +7,10 @@
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use http::Method;
-use seckill_shared::api::{CreateProduct, ProductView};
+use seckill_shared::api::CreateProduct;
+use seckill_shared::ProductId;
 
-use crate::client::Target;
-use crate::scenario::{call_json, clock_offset_ms, unix_ms};
+use crate::scenario::{clock_offset_ms, unix_ms};
 
 const COUNTDOWN_S: i64 = 60;
 const LASTS_S: i64 = 3_600;
@@ -30,25 +29,19 @@ pub async fn create_or_reuse(
     admin_token: &str,
     remember: &Path,
 ) -> anyhow::Result<DemoSale> {
-    let target = Target::parse(base)?;
-    let (offset_ms, _) = clock_offset_ms(&target).await?;
+    let api = seckill_client::Client::new(base)?.with_admin_token(admin_token);
+    let (offset_ms, _) = clock_offset_ms(&api).await?;
     let now = (unix_ms() + offset_ms) / 1_000;
     let remembered = std::fs::read_to_string(remember)
         .ok()
-        .and_then(|text| text.trim().parse::<i64>().ok());
+        .and_then(|text| text.trim().parse::<i64>().ok())
+        .and_then(|id| ProductId::new(id).ok());
     if let Some(product_id) = remembered {
-        let (status, product): (u16, Option<ProductView>) = call_json(
-            &target,
-            Method::GET,
-            &format!("/api/products/{product_id}"),
-            None,
-            None,
-        )
-        .await?;
-        if let (200, Some(product)) = (status, product) {
+        // Gone or unreadable: a new sale is made instead.
+        if let Ok(product) = api.product(product_id).await {
             if product.starts_at > now {
                 return Ok(DemoSale {
-                    product_id,
+                    product_id: product_id.get(),
                     starts_at: product.starts_at,
                     reused: true,
                 });
@@ -63,18 +56,13 @@ pub async fn create_or_reuse(
         starts_at: now + COUNTDOWN_S,
         ends_at: now + COUNTDOWN_S + LASTS_S,
     };
-    let (status, product): (u16, Option<ProductView>) = call_json(
-        &target,
-        Method::POST,
-        "/admin/products",
-        Some(admin_token),
-        Some(serde_json::to_vec(&body)?.into()),
-    )
-    .await?;
-    if status != 201 {
-        bail!("creating the demo sale was answered {status}: check SECKILL_ADMIN_TOKEN");
-    }
-    let product = product.context("no product in the answer")?;
+    let product = match api.create_sale(&body).await {
+        Ok(product) => product,
+        Err(err @ seckill_client::Error::Api { .. }) => {
+            bail!("creating the demo sale was answered {err}: check SECKILL_ADMIN_TOKEN")
+        }
+        Err(err) => return Err(err.into()),
+    };
     let product_id = product.product_id.get();
     std::fs::write(remember, format!("{product_id}\n"))
         .with_context(|| format!("writing {}", remember.display()))?;

@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use http::Method;
 use rand::Rng;
-use seckill_shared::api::{CreateProduct, ProductView, ResultStatus, ResultView, TimeResponse};
+use seckill_shared::api::{CreateProduct, ProductView, ResultStatus, ResultView};
 use seckill_shared::token::{self, TokenSecret};
 use seckill_shared::MemberId;
 use serde::Serialize;
@@ -70,35 +70,18 @@ pub(crate) fn unix_ms() -> i64 {
         .as_millis() as i64
 }
 
-/// One request on a new connection: the status and the body, if it is
-/// JSON of type `T`.
-pub async fn call_json<T: serde::de::DeserializeOwned>(
-    target: &Target,
-    method: Method,
-    path: &str,
-    bearer: Option<&str>,
-    body: Option<Bytes>,
-) -> anyhow::Result<(u16, Option<T>)> {
-    let mut connection = Connection::new(target.clone());
-    let answer = connection.send(method, path, bearer, body).await?;
-    let status = answer.status.as_u16();
-    Ok((status, serde_json::from_slice(&answer.body).ok()))
-}
-
 /// The target's clock minus this machine's, in milliseconds, and how far
 /// off that may be (see [`ClockSample::offset`]), from the fastest of a
 /// few round trips.
-pub async fn clock_offset_ms(target: &Target) -> anyhow::Result<(i64, i64)> {
-    let mut connection = Connection::new(target.clone());
+pub async fn clock_offset_ms(api: &seckill_client::Client) -> anyhow::Result<(i64, i64)> {
     let mut samples = Vec::new();
     for _ in 0..5 {
         let sent_ms = unix_ms();
-        let answer = connection
-            .send(Method::GET, "/api/time", None, None)
-            .await?;
-        let received_ms = unix_ms();
-        let time: TimeResponse = serde_json::from_slice(&answer.body)
+        let time = api
+            .time()
+            .await
             .context("GET /api/time did not answer with a time")?;
+        let received_ms = unix_ms();
         samples.push(ClockSample {
             sent_ms,
             server_ms: time.now_ms as i64,
@@ -126,19 +109,19 @@ impl Session {
         )
     }
 
-    async fn call_json<T: serde::de::DeserializeOwned>(
-        &self,
-        method: Method,
-        path: &str,
-        bearer: Option<&str>,
-        body: Option<Bytes>,
-    ) -> anyhow::Result<(u16, Option<T>)> {
-        call_json(&self.target, method, path, bearer, body).await
+    /// The typed client of the target, as an operator (when the admin
+    /// token was given): for set-up and results, never the measured load.
+    pub fn api(&self) -> anyhow::Result<seckill_client::Client> {
+        let client = seckill_client::Client::new(&self.base)?;
+        Ok(match &self.admin_token {
+            Some(token) => client.with_admin_token(token.clone()),
+            None => client,
+        })
     }
 
     /// The server's clock minus this machine's (see [`clock_offset_ms`]).
     pub async fn clock_offset_ms(&self) -> anyhow::Result<(i64, i64)> {
-        clock_offset_ms(&self.target).await
+        clock_offset_ms(&self.api()?).await
     }
 
     /// Creates a sale through the admin API; it opens `start_in` from now
@@ -149,9 +132,9 @@ impl Session {
         stock: i64,
         start_in: Duration,
     ) -> anyhow::Result<(ProductView, Instant)> {
-        let admin_token = self.admin_token.as_deref().context(
-            "creating the sale needs the admin token: --admin-token or SECKILL_ADMIN_TOKEN",
-        )?;
+        if self.admin_token.is_none() {
+            bail!("creating the sale needs the admin token: --admin-token or SECKILL_ADMIN_TOKEN");
+        }
         let (offset, uncertainty) = self.clock_offset_ms().await?;
         let server_now_ms = unix_ms() + offset;
         // Whole seconds: the sale opens at the next second boundary after start_in.
@@ -164,24 +147,17 @@ impl Session {
             starts_at,
             ends_at: starts_at + 3_600,
         };
-        let (status, product): (u16, Option<ProductView>) = self
-            .call_json(
-                Method::POST,
-                "/admin/products",
-                Some(admin_token),
-                Some(serde_json::to_vec(&body)?.into()),
-            )
-            .await?;
-        if status != 201 {
-            bail!("creating the sale was answered {status}: check --admin-token");
-        }
+        let product = match self.api()?.create_sale(&body).await {
+            Ok(product) => product,
+            Err(err @ seckill_client::Error::Api { .. }) => {
+                bail!("creating the sale was answered {err}: check --admin-token")
+            }
+            Err(err) => return Err(err.into()),
+        };
         // Late by the clock's uncertainty rather than early: a buyer who
         // fires before the sale opens on the server's clock is refused.
         let opens_in_ms = (starts_at * 1_000 - server_now_ms + uncertainty).max(0) as u64;
-        Ok((
-            product.context("no product in the answer")?,
-            Instant::now() + Duration::from_millis(opens_in_ms),
-        ))
+        Ok((product, Instant::now() + Duration::from_millis(opens_in_ms)))
     }
 
     fn plan(&self, label: &str, total: usize, rate: Option<f64>, start_at: Instant) -> Plan {
@@ -291,16 +267,20 @@ async fn sell_out_one_unit(session: &Session) -> anyhow::Result<i64> {
     let product_id = product.product_id.get();
     tokio::time::sleep_until(start_at.into()).await;
     let first = session.tokens(1, 2);
-    let path = format!("/api/seckill/{product_id}/orders");
-    let (bought, _): (u16, Option<serde_json::Value>) = session
-        .call_json(Method::POST, &path, Some(&first[0]), None)
-        .await?;
-    if bought != 202 {
-        bail!("the one unit of the tail's sale could not be bought ({bought})");
+    let api = session.api()?;
+    let item = product.product_id;
+    if let Err(err) = api
+        .clone()
+        .with_member_token(first[0].clone())
+        .buy(item)
+        .await
+    {
+        bail!("the one unit of the tail's sale could not be bought ({err})");
     }
-    session
-        .call_json::<serde_json::Value>(Method::POST, &path, Some(&first[1]), None)
-        .await?;
+    match api.with_member_token(first[1].clone()).buy(item).await {
+        Ok(_) | Err(seckill_client::Error::Api { .. }) => {}
+        Err(err) => return Err(err.into()),
+    }
     Ok(product_id)
 }
 

@@ -38,6 +38,7 @@ pub fn route(method: &str, path: &str) -> Route {
         ["api", "soldout"] => only(get, Route::SoldOut),
         ["api", "time"] => only(get, Route::Time),
         ["api", "session"] => only(post, Route::Forward),
+        ["api", "openapi.json"] => only(get, Route::Forward),
         ["api", ..] => Route::NotFound,
         ["admin", ..] | ["healthz"] | ["readyz"] | ["metrics"] => Route::Forward,
         _ if get && seckill_shared::assets::lookup(path).is_some() => Route::Page(path.to_string()),
@@ -93,6 +94,7 @@ mod tests {
             Route::Order(OrderId::new(3).unwrap())
         );
         assert_eq!(route("POST", "/api/session"), Route::Forward);
+        assert_eq!(route("GET", "/api/openapi.json"), Route::Forward);
         assert_eq!(route("POST", "/admin/products"), Route::Forward);
         assert_eq!(route("GET", "/metrics"), Route::Forward);
         assert_eq!(route("GET", "/"), Route::Page("/".into()));

@@ -12,30 +12,35 @@ use crate::ids::{MemberId, OrderId, ProductId};
 
 /// Every error answer, from the edge or the origin.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub error: ErrorCode,
     pub message: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SessionRequest {
     pub member_id: MemberId,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionResponse {
     pub token: String,
     pub expires_at: u64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TimeResponse {
     pub now_ms: u64,
 }
 
 /// `GET /api/products/{id}`; times are unix seconds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProductView {
     pub product_id: ProductId,
     pub name: String,
@@ -55,12 +60,14 @@ pub struct ProductView {
 
 /// `GET /api/soldout`: what edges refresh their flags from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SoldOutSnapshot {
     pub version: u64,
     pub sold_out: Vec<ProductId>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum BuyStatus {
     Queued,
@@ -68,12 +75,14 @@ pub enum BuyStatus {
 
 /// `202` answer of `POST /api/seckill/{id}/orders`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BuyAccepted {
     pub status: BuyStatus,
 }
 
 /// Where a member's buy stands: nothing, queued, an order, or failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ResultStatus {
     None,
@@ -83,12 +92,14 @@ pub enum ResultStatus {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ResultView {
     pub status: ResultStatus,
     pub order_id: Option<OrderId>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
     Unpaid,
@@ -117,6 +128,7 @@ impl OrderStatus {
 
 /// `GET /api/orders/{id}`; times are unix seconds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OrderView {
     pub order_id: OrderId,
     pub member_id: MemberId,
@@ -128,12 +140,14 @@ pub struct OrderView {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PayResponse {
     pub status: OrderStatus,
 }
 
 /// Order queue figures of one item (`GET /admin/products`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QueueView {
     /// Entries in the item's order stream.
     pub length: u64,
@@ -146,6 +160,7 @@ pub struct QueueView {
 
 /// Orders of one item by status.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OrderCounts {
     pub unpaid: i64,
     pub paid: i64,
@@ -154,6 +169,7 @@ pub struct OrderCounts {
 
 /// One item as the operations page shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AdminProductView {
     pub product: ProductView,
     pub queue: QueueView,
@@ -164,6 +180,7 @@ pub struct AdminProductView {
 
 /// `POST /admin/products` as sent on the wire.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateProduct {
     pub name: String,
@@ -178,6 +195,7 @@ pub struct CreateProduct {
 /// flash-sale total: raising it makes the difference sellable at once;
 /// lowering it takes away unsold units only, never reserved ones.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UpdateProduct {
     pub name: Option<String>,
@@ -213,6 +231,7 @@ impl UpdateProduct {
 
 /// One item's line in a reconciliation report (`POST /admin/reconcile`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReconcileItem {
     pub product_id: ProductId,
     /// Live stock in Redis (`None`: the item is not in Redis).

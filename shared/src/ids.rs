@@ -27,6 +27,18 @@ fn parse_positive(text: &str) -> Result<i64, InvalidId> {
     }
 }
 
+/// The OpenAPI schema every id shares: what `parse_positive` accepts.
+#[cfg(feature = "openapi")]
+fn id_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+        .minimum(Some(1))
+        .maximum(Some(i64::MAX))
+        .into()
+}
+
 macro_rules! positive_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -62,6 +74,16 @@ macro_rules! positive_id {
                 serializer.serialize_i64(self.0)
             }
         }
+
+        #[cfg(feature = "openapi")]
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                id_schema()
+            }
+        }
+
+        #[cfg(feature = "openapi")]
+        impl utoipa::ToSchema for $name {}
 
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

@@ -1,12 +1,16 @@
 //! An HTTP client speaking the contract, with member tokens minted from the
-//! shared secret (as a load generator or a login service would).
+//! shared secret (as a load generator or a login service would). Typed
+//! calls go through `seckill-client`, the client users embed; `send` and
+//! the `Reply` helpers are for tests that look at raw statuses, headers and
+//! malformed input.
 
 use std::time::Duration;
 
 use reqwest::Method;
-use seckill_shared::api::{ProductView, ResultView};
+use seckill_client::Client;
+use seckill_shared::api::{CreateProduct, ProductView, ResultView};
 use seckill_shared::token::{self, TokenSecret};
-use seckill_shared::MemberId;
+use seckill_shared::{MemberId, ProductId};
 use serde_json::{json, Value};
 
 #[derive(Debug, Clone)]
@@ -70,6 +74,18 @@ impl Sale {
         }
     }
 
+    /// The body `POST /admin/products` takes.
+    pub fn create(&self) -> CreateProduct {
+        CreateProduct {
+            name: self.name.clone(),
+            price_cents: self.price_cents,
+            flash_price_cents: self.flash_price_cents,
+            stock: self.stock,
+            starts_at: self.starts_at,
+            ends_at: self.ends_at,
+        }
+    }
+
     pub fn body(&self) -> Value {
         json!({
             "name": self.name,
@@ -86,6 +102,7 @@ impl Sale {
 pub struct Api {
     base: String,
     http: reqwest::Client,
+    client: Client,
 }
 
 impl Api {
@@ -95,10 +112,27 @@ impl Api {
             .pool_max_idle_per_host(256)
             .build()
             .expect("http client");
+        let client = Client::with_http(base, http.clone()).expect("an http:// base URL");
         Self {
             base: base.trim_end_matches('/').to_string(),
             http,
+            client,
         }
+    }
+
+    /// The typed client, as nobody in particular.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The typed client as the test operator.
+    pub fn admin(&self) -> Client {
+        self.client.clone().with_admin_token(crate::ADMIN_TOKEN)
+    }
+
+    /// The typed client as `member`, with a token good for an hour.
+    pub fn member(&self, member: i64) -> Client {
+        self.client.clone().with_member_token(Self::token(member))
     }
 
     pub fn base(&self) -> &str {
@@ -163,22 +197,17 @@ impl Api {
     }
 
     pub async fn create_sale(&self, sale: &Sale) -> ProductView {
-        let reply = self
-            .send(
-                Method::POST,
-                "/admin/products",
-                Some(crate::ADMIN_TOKEN),
-                Some(&sale.body()),
-            )
-            .await;
-        assert_eq!(reply.status, 201, "create sale: {:?}", reply.body);
-        serde_json::from_value(reply.body).expect("product body")
+        self.admin()
+            .create_sale(&sale.create())
+            .await
+            .unwrap_or_else(|err| panic!("create sale: {err}"))
     }
 
     pub async fn product(&self, product: i64) -> ProductView {
-        let reply = self.get(&format!("/api/products/{product}")).await;
-        assert_eq!(reply.status, 200, "product {product}: {:?}", reply.body);
-        serde_json::from_value(reply.body).expect("product body")
+        self.client
+            .product(pid_of(product))
+            .await
+            .unwrap_or_else(|err| panic!("product {product}: {err}"))
     }
 
     pub async fn buy(&self, product: i64, member: i64) -> Reply {
@@ -193,17 +222,10 @@ impl Api {
     }
 
     pub async fn result(&self, product: i64, member: i64) -> ResultView {
-        let token = Self::token(member);
-        let reply = self
-            .send(
-                Method::GET,
-                &format!("/api/seckill/{product}/result"),
-                Some(&token),
-                None,
-            )
-            .await;
-        assert_eq!(reply.status, 200, "result: {:?}", reply.body);
-        serde_json::from_value(reply.body).expect("result body")
+        self.member(member)
+            .result(pid_of(product))
+            .await
+            .unwrap_or_else(|err| panic!("result: {err}"))
     }
 
     /// `GET /api/orders/{order}` as `member`.
@@ -233,9 +255,15 @@ impl Api {
     /// The sum of every series of a Prometheus metric whose labels contain
     /// all of `labels` (e.g. `[("route", "/api/seckill/{product_id}/orders")]`).
     pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        let reply = self.get("/metrics").await;
-        assert_eq!(reply.status, 200);
-        let text = reply.body.as_str().expect("metrics are text").to_string();
+        let text = self
+            .client
+            .metrics()
+            .await
+            .unwrap_or_else(|err| panic!("metrics: {err}"));
         seckill_bench::metrics_text::sum(&text, name, labels)
     }
+}
+
+fn pid_of(product: i64) -> ProductId {
+    ProductId::new(product).expect("a positive product id")
 }

@@ -10,10 +10,16 @@ use seckill_shared::ProductId;
 
 use super::error::ApiError;
 use super::extract::{Admin, ApiJson, PathId};
+use super::openapi::{E400, E401, E404, E413, E500, E503};
 use super::state::AppState;
 
 /// Creates a flash sale, live in Redis when this answers; if Redis cannot
 /// be reached nothing is created and the answer is 503.
+#[utoipa::path(post, path = "/admin/products", operation_id = "create_product", tag = "admin",
+    request_body = CreateProduct, security(("admin_token" = [])),
+    responses((status = 201, body = ProductView, description = "the sale, live in Redis"),
+        (status = 400, response = E400), (status = 401, response = E401), (status = 413, response = E413),
+        (status = 500, response = E500), (status = 503, response = E503)))]
 pub async fn create_product(
     State(state): State<AppState>,
     _admin: Admin,
@@ -24,6 +30,9 @@ pub async fn create_product(
 }
 
 /// The newest items with their live figures: what the operations page polls.
+#[utoipa::path(get, path = "/admin/products", operation_id = "list_products", tag = "admin", security(("admin_token" = [])),
+    responses((status = 200, body = Vec<AdminProductView>), (status = 401, response = E401),
+        (status = 500, response = E500), (status = 503, response = E503)))]
 pub async fn list_products(
     State(state): State<AppState>,
     _admin: Admin,
@@ -34,6 +43,11 @@ pub async fn list_products(
 /// Edits a sale: name, prices, stock (the new total) and window. The edit
 /// reaches Redis and every origin within about a second, through change
 /// capture, exactly as an edit made with plain SQL would.
+#[utoipa::path(patch, path = "/admin/products/{product_id}", operation_id = "update_product", tag = "admin",
+    params(("product_id" = ProductId, Path, description = "the flash-sale item")), request_body = UpdateProduct, security(("admin_token" = [])),
+    responses((status = 200, body = ProductView), (status = 400, response = E400),
+        (status = 401, response = E401), (status = 404, response = E404), (status = 413, response = E413),
+        (status = 500, response = E500), (status = 503, response = E503)))]
 pub async fn update_product(
     State(state): State<AppState>,
     _admin: Admin,
@@ -48,6 +62,11 @@ pub async fn update_product(
 }
 
 /// Ends a sale now. The row stays: orders refer to it.
+#[utoipa::path(delete, path = "/admin/products/{product_id}", operation_id = "end_sale", tag = "admin",
+    params(("product_id" = ProductId, Path, description = "the flash-sale item")), security(("admin_token" = [])),
+    responses((status = 200, body = ProductView), (status = 400, response = E400),
+        (status = 401, response = E401), (status = 404, response = E404),
+        (status = 500, response = E500), (status = 503, response = E503)))]
 pub async fn end_sale(
     State(state): State<AppState>,
     _admin: Admin,
@@ -57,6 +76,9 @@ pub async fn end_sale(
 }
 
 /// Runs reconciliation now and returns its report.
+#[utoipa::path(post, path = "/admin/reconcile", operation_id = "reconcile", tag = "admin", security(("admin_token" = [])),
+    responses((status = 200, body = Vec<ReconcileItem>), (status = 401, response = E401),
+        (status = 500, response = E500), (status = 503, response = E503)))]
 pub async fn reconcile(
     State(state): State<AppState>,
     _admin: Admin,

@@ -9,6 +9,7 @@ mod catalogue;
 pub mod error;
 mod extract;
 mod observe;
+pub mod openapi;
 mod ops;
 mod orders;
 mod pages;
@@ -50,7 +51,8 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/reconcile", post(admin::reconcile))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics));
+        .route("/metrics", get(ops::metrics))
+        .route("/api/openapi.json", get(openapi::document));
     if state.auth.demo_sessions.is_some() {
         // Absent (404) unless SECKILL_DEMO_LOGIN=1, as the contract says.
         router = router.route("/api/session", post(session::create));

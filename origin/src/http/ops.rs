@@ -5,23 +5,46 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::Json;
 use seckill_shared::ErrorCode;
-use serde_json::{json, Value};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::error::ApiError;
+use super::openapi::{E500, E503};
 use super::state::AppState;
 
+/// `GET /healthz`: always `{"status": "ok"}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    #[schema(example = "ok")]
+    pub status: &'static str,
+}
+
+/// `GET /readyz` when both stores answer: every field is `"ok"`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    pub status: &'static str,
+    pub redis: &'static str,
+    pub database: &'static str,
+}
+
 /// The process is up and serving HTTP.
-pub async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "operations",
+    responses((status = 200, body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
 }
 
 /// Redis and the database both answer: this node can take buys.
-pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "operations",
+    responses((status = 200, body = Readiness), (status = 503, response = E503)))]
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, ApiError> {
     let ready = state.operations.readiness().await;
     if ready.redis && ready.database {
-        return Ok(Json(
-            json!({ "status": "ok", "redis": "ok", "database": "ok" }),
-        ));
+        return Ok(Json(Readiness {
+            status: "ok",
+            redis: "ok",
+            database: "ok",
+        }));
     }
     let down: Vec<&str> = [("redis", ready.redis), ("database", ready.database)]
         .into_iter()
@@ -34,6 +57,11 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
     ))
 }
 
+/// Prometheus text: requests and their latency by route, the buy path,
+/// the order queue per product, payments, cancellations, drift.
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String),
+        (status = 500, response = E500)))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
