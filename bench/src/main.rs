@@ -8,7 +8,7 @@
 //! deployment, it audits the outcome and exits non-zero if any invariant
 //! broke.
 
-mod audit;
+mod chaos;
 mod chart;
 mod client;
 mod drain;
@@ -26,10 +26,10 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use seckill_shared::token::TokenSecret;
 
-use crate::audit::{AuditInput, Mode};
 use crate::chart::{line_chart, Series, COLORS};
 use crate::scenario::Session;
 use crate::stats::Summary;
+use seckill_bench::audit::{self, AuditInput, Mode};
 
 #[derive(Parser)]
 #[command(
@@ -113,6 +113,9 @@ enum Command {
         #[command(flatten)]
         out: OutArgs,
     },
+    /// The fault-injection soak: a deployment of its own under mixed load
+    /// and seeded faults, then the invariant audit (see docs/RELIABILITY.md).
+    Chaos(chaos::ChaosArgs),
     /// Audit a product after a run (reads the accepted members from its result file).
     Audit {
         #[command(flatten)]
@@ -418,6 +421,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             )
             .await
         }
+        Command::Chaos(args) => chaos::run(args).await,
         Command::Floor { bind } => {
             floor::serve(bind).await?;
             Ok(true)

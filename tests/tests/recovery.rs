@@ -8,7 +8,8 @@ use redis::AsyncCommands;
 use reqwest::Method;
 use seckill_shared::api::ResultStatus;
 use seckill_tests::checks::{
-    buy_all, keys, orders, pid, reconcile, redis_stock, sql, stock_available, wait_for_orders,
+    assert_invariants, buy_all, keys, orders, pid, reconcile, redis_stock, sql, stock_available,
+    wait_for_orders,
 };
 use seckill_tests::{
     eventually, AppSettings, Backend, RedisServer, Sale, TestApp, TestDatabase, TestWorker,
@@ -116,6 +117,14 @@ async fn redis_data_loss_rebuilds_what_the_database_knows(backend: Backend) {
     let item = reconcile(&api, cancelled).await;
     assert_eq!(item["note"], "in step", "{item}");
     assert_eq!(item["drift"], 0, "{item}");
+    let accepted = [
+        (cancelled, 1),
+        (product, 1),
+        (product, 2),
+        (product, 3),
+        (product, 4),
+    ];
+    assert_invariants(&redis, &db, &[cancelled, product], &accepted).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,6 +253,8 @@ async fn a_stalled_writer_and_a_takeover_never_both_win(backend: Backend) {
         "redis holds exactly the units the database did not sell"
     );
     assert_eq!(stock_available(&pool, product).await, 5 - rows.len() as i64);
+    let accepted: Vec<(i64, i64)> = (1..=3).map(|m| (product, m)).collect();
+    assert_invariants(&redis, &db, &[product], &accepted).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
