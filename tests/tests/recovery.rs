@@ -678,3 +678,94 @@ async fn an_origin_with_a_wrong_clock_judges_deadlines_like_the_others() {
     assert_eq!(paid.status, 200, "{:?}", paid.body);
     assert_eq!(by_status(&pool, product).await, (3, 1, 0));
 }
+
+/// Redis lost an item while one of its orders came due, and a reload that
+/// read the database just before the cancellation writes its copy (the
+/// member still holding the order, the unit not back) just after the
+/// cancellation found the item missing. The cancellation must still give
+/// the unit back in Redis and free the member; before the fix the unit
+/// stayed lost to Redis with no deadline left to retry it, and
+/// reconciliation called the item "busy: a cancellation is half done"
+/// forever (found by the chaos soak).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancellation_racing_the_reload_of_a_lost_item_still_returns_its_unit() {
+    let redis = RedisServer::start().await;
+    let db = TestDatabase::create(Backend::Postgres).await;
+    let origin = TestApp::start(
+        redis.url(),
+        &db,
+        AppSettings::new()
+            .set("SECKILL_PAY_TIMEOUT_S", 4)
+            .set("SECKILL_CANCEL_POLL_MS", 100)
+            .set("SECKILL_SWEEP_INTERVAL_S", 0)
+            .set("SECKILL_SOLDOUT_CHECK_MS", 0)
+            .set("SECKILL_RECONCILE_INTERVAL_S", 0),
+    )
+    .await;
+    let api = origin.api();
+    let pool = db.pool().await;
+    let product = api.create_sale(&Sale::open(5)).await.product_id.get();
+    assert_eq!(buy_all(&api, product, [1]).await, vec![1]);
+    wait_for_orders(&pool, product, 1).await;
+    assert_eq!(by_status(&pool, product).await, (1, 0, 0));
+
+    // The copy a reload reads before the cancellation: the item as it is now.
+    let mut conn = redis.connection().await;
+    let item_keys = [
+        keys().item(pid(product)),
+        keys().members(pid(product)),
+        keys().returned(pid(product)),
+    ];
+    let mut copy = Vec::new();
+    for key in &item_keys {
+        let dump: Option<Vec<u8>> = redis::cmd("DUMP")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        copy.push(dump.unwrap_or_default());
+    }
+    // Redis loses the item; its deadline stays, so the poller cancels it.
+    let _: () = conn.del(&item_keys).await.unwrap();
+    eventually(Duration::from_secs(10), "the order to be cancelled", || {
+        let pool = pool.clone();
+        async move { (by_status(&pool, product).await == (0, 0, 1)).then_some(()) }
+    })
+    .await;
+    // The reload writes what it read, as the preheat script does: in full,
+    // and only if the item is not live again already.
+    let _: i64 = redis::Script::new(
+        "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end \
+         for i = 1, #KEYS do \
+           if ARGV[i] ~= '' then redis.call('RESTORE', KEYS[i], 0, ARGV[i], 'REPLACE') end \
+         end return 1",
+    )
+    .key(&item_keys[..])
+    .arg(&copy[0])
+    .arg(&copy[1])
+    .arg(&copy[2])
+    .invoke_async(&mut conn)
+    .await
+    .unwrap();
+
+    eventually(Duration::from_secs(10), "the unit back in redis", || {
+        let mut conn = conn.clone();
+        async move { (redis_stock(&mut conn, product).await == 5).then_some(()) }
+    })
+    .await;
+    assert_eq!(stock_available(&pool, product).await, 5);
+    let state: Option<String> = conn.hget(&item_keys[1], 1).await.unwrap();
+    // Freed: cancelled, or unknown (the item was loaded afresh).
+    assert!(
+        state.as_deref().is_none_or(|s| s.starts_with("c:")),
+        "the member is freed: {state:?}"
+    );
+    let item = reconcile(&api, product).await;
+    assert_eq!(
+        (item["note"].as_str(), item["drift"].as_i64()),
+        (Some("in step"), Some(0)),
+        "{item}"
+    );
+    assert_invariants(&redis, &db, &[product], &[(product, 1)]).await;
+    assert_eq!(api.buy(product, 1).await.status, 202, "and may buy again");
+}

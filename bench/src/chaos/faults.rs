@@ -51,6 +51,7 @@ pub enum Fault {
     RowLock { product: usize, ms: u64 },
     /// One origin cut off from Redis (and so from pub/sub) while an item's
     /// sold-out flag changes elsewhere.
+    #[serde(rename = "pubsub_cut")]
     PubSubCut { origin: usize, ms: u64 },
 }
 
@@ -173,12 +174,13 @@ pub struct Injected {
     pub error: Option<String>,
 }
 
-/// Queued reservations (pending + undelivered) across `products`.
-async fn queued(redis_url: &str, keys: &RedisKeys, products: &[i64]) -> anyhow::Result<u64> {
+/// Queued reservations across `products`: (delivered to a consumer and
+/// not yet acknowledged, not yet delivered).
+async fn queued(redis_url: &str, keys: &RedisKeys, products: &[i64]) -> anyhow::Result<(u64, u64)> {
     let mut conn = redis::Client::open(redis_url)?
         .get_multiplexed_async_connection()
         .await?;
-    let mut total = 0;
+    let mut total = (0, 0);
     for product in products {
         let stream = keys.orders(ProductId::new(*product).expect("positive"));
         let exists: bool = conn.exists(&stream).await?;
@@ -187,17 +189,37 @@ async fn queued(redis_url: &str, keys: &RedisKeys, products: &[i64]) -> anyhow::
         }
         let groups: redis::streams::StreamInfoGroupsReply = conn.xinfo_groups(&stream).await?;
         if let Some(group) = groups.groups.into_iter().find(|g| g.name == ORDER_GROUP) {
-            total += group.pending as u64 + group.lag.unwrap_or(0) as u64;
+            total.0 += group.pending as u64;
+            total.1 += group.lag.unwrap_or(0) as u64;
         }
     }
     Ok(total)
 }
 
-async fn deadlines(redis_url: &str, keys: &RedisKeys) -> anyhow::Result<u64> {
-    let mut conn = redis::Client::open(redis_url)?
+/// Deadlines currently claimed by a poller: a claim moves an entry's
+/// score past the order's deadline (to the claim time plus the lease).
+async fn claimed_deadlines(cluster: &Cluster) -> anyhow::Result<u64> {
+    let mut conn = redis::Client::open(cluster.redis.url())?
         .get_multiplexed_async_connection()
         .await?;
-    Ok(conn.zcard(keys.pay_deadlines()).await?)
+    let entries: Vec<(String, i64)> = conn
+        .zrange_withscores(cluster.keys.pay_deadlines(), 0, -1)
+        .await?;
+    let mut db = sqlx::PgConnection::connect(&cluster.db.url).await?;
+    let deadlines: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT id, pay_deadline_ms FROM orders WHERE status = 'unpaid'")
+            .fetch_all(&mut db)
+            .await?;
+    let _ = db.close().await;
+    let deadline_of: std::collections::HashMap<i64, i64> = deadlines.into_iter().collect();
+    Ok(entries
+        .iter()
+        .filter_map(|(entry, score)| {
+            let entry = seckill_shared::keys::DeadlineEntry::decode(entry)?;
+            let deadline = deadline_of.get(&entry.order)?;
+            (*score > deadline + 100).then_some(())
+        })
+        .count() as u64)
 }
 
 /// Starts a killed process again, retrying a few times (a port in
@@ -236,7 +258,7 @@ pub async fn inject(cluster: &mut Cluster, fault: &Fault) -> (serde_json::Value,
             Fault::KillDeadlinePoller { poller, stall_ms } => {
                 cluster.db_proxy.cut();
                 tokio::time::sleep(Duration::from_millis(stall_ms)).await;
-                let held = deadlines(&cluster.redis.url(), &cluster.keys).await.ok();
+                let held = claimed_deadlines(cluster).await.ok();
                 let process = match poller {
                     Poller::Worker => &mut cluster.worker,
                     Poller::Origin => cluster.origins.last_mut().expect("an origin"),
@@ -247,7 +269,7 @@ pub async fn inject(cluster: &mut Cluster, fault: &Fault) -> (serde_json::Value,
                 restart(process).await?;
                 Ok(serde_json::json!({
                     "killed": process.spec.name,
-                    "deadlines_in_redis_at_kill": held,
+                    "deadlines_claimed_at_kill": held,
                 }))
             }
             Fault::RedisCrash { down_ms } => {
@@ -257,7 +279,10 @@ pub async fn inject(cluster: &mut Cluster, fault: &Fault) -> (serde_json::Value,
                 cluster.redis.kill().await;
                 tokio::time::sleep(Duration::from_millis(down_ms)).await;
                 cluster.redis.restart(false).await?;
-                Ok(serde_json::json!({ "queued_at_crash": queued }))
+                Ok(serde_json::json!({
+                    "pending_at_crash": queued.map(|q| q.0),
+                    "undelivered_at_crash": queued.map(|q| q.1),
+                }))
             }
             Fault::RedisEmpty { down_ms } => {
                 let queued = queued(&cluster.redis.url(), &cluster.keys, &cluster.products)
@@ -272,7 +297,10 @@ pub async fn inject(cluster: &mut Cluster, fault: &Fault) -> (serde_json::Value,
                 cluster.redis.kill().await;
                 tokio::time::sleep(Duration::from_millis(down_ms)).await;
                 cluster.redis.restart(true).await?;
-                Ok(serde_json::json!({ "queued_reservations_lost": queued }))
+                Ok(serde_json::json!({
+                    "pending_at_restart": queued.map(|q| q.0),
+                    "undelivered_at_restart": queued.map(|q| q.1),
+                }))
             }
             Fault::DatabaseCut { ms } => {
                 cluster.db_proxy.cut();
