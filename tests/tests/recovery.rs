@@ -769,3 +769,59 @@ async fn a_cancellation_racing_the_reload_of_a_lost_item_still_returns_its_unit(
     assert_invariants(&redis, &db, &[product], &[(product, 1)]).await;
     assert_eq!(api.buy(product, 1).await.status, 202, "and may buy again");
 }
+
+/// A stock edit relayed to the change stream just before Redis lost its
+/// data: the stream entry is gone, but the database still records the edit
+/// as not applied, so it is relayed again and applied exactly once (before
+/// the fix it stayed unapplied forever, and reconciliation called the item
+/// busy for good; found by the chaos soak).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stock_edit_lost_with_redis_data_is_relayed_again_and_applied_once() {
+    let redis = RedisServer::start().await;
+    let db = TestDatabase::create(Backend::Postgres).await;
+    let quiet = AppSettings::new()
+        .set("SECKILL_CDC_POLL_MS", 0)
+        .set("SECKILL_RECONCILE_INTERVAL_S", 0);
+    let origin = TestApp::start(redis.url(), &db, quiet).await;
+    let api = origin.api();
+    let product = api.create_sale(&Sale::open(10)).await.product_id.get();
+    let pool = db.pool().await;
+    sql(
+        &pool,
+        "UPDATE products SET stock_total = 15 WHERE id = $1",
+        product,
+    )
+    .await;
+    // Relayed (long ago), and its stream entry lost with Redis' data.
+    sql(
+        &pool,
+        "UPDATE product_changes SET relayed_at_ms = 1 WHERE product_id = $1",
+        product,
+    )
+    .await;
+
+    let _applier = TestApp::start(
+        redis.url(),
+        &db,
+        AppSettings::new()
+            .set("SECKILL_CDC_POLL_MS", 100)
+            .set("SECKILL_RECONCILE_INTERVAL_S", 0),
+    )
+    .await;
+    let mut conn = redis.connection().await;
+    eventually(Duration::from_secs(10), "the edit applied", || {
+        let (mut conn, pool) = (conn.clone(), pool.clone());
+        async move {
+            (redis_stock(&mut conn, product).await == 15
+                && stock_available(&pool, product).await == 15)
+                .then_some(())
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(redis_stock(&mut conn, product).await, 15, "applied once");
+    assert_eq!(stock_available(&pool, product).await, 15, "applied once");
+    let item = reconcile(&api, product).await;
+    assert_eq!(item["note"], "in step", "{item}");
+    assert_invariants(&redis, &db, &[product], &[]).await;
+}
