@@ -710,6 +710,11 @@ fn check(
     let mut disagree = Vec::new();
     let orders_by_id: HashMap<i64, &OrderRow> = db.orders.iter().map(|o| (o.id, o)).collect();
     let rejected_seqs: HashSet<(i64, i64)> = db.rejected.iter().map(|r| (r.0, r.1)).collect();
+    let order_seqs: HashMap<(i64, i64), i64> = db
+        .orders
+        .iter()
+        .map(|o| ((o.product, o.seq), o.member))
+        .collect();
     let mut states = 0;
     for (product, item) in &redis.items {
         if item.stock.is_none() && item.members.is_empty() {
@@ -728,7 +733,16 @@ fn check(
                         .is_some_and(|o| o.member == *member && o.status != "cancelled"),
                     MemberState::Cancelled { order: id } => order(id.get())
                         .is_some_and(|o| o.member == *member && o.status == "cancelled"),
-                    MemberState::Failed { seq } => rejected_seqs.contains(&(*product, *seq)),
+                    // Rejected in the database, or a reservation number handed
+                    // out again after Redis lost its data that the database
+                    // already holds as another member's order (the consumer
+                    // fails it without a rejection record: the number is taken).
+                    MemberState::Failed { seq } => {
+                        rejected_seqs.contains(&(*product, *seq))
+                            || order_seqs
+                                .get(&(*product, *seq))
+                                .is_some_and(|owner| owner != member)
+                    }
                 };
             if !fine {
                 let db_says = match state {

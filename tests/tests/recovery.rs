@@ -825,3 +825,54 @@ async fn a_stock_edit_lost_with_redis_data_is_relayed_again_and_applied_once() {
     assert_eq!(item["note"], "in step", "{item}");
     assert_invariants(&redis, &db, &[product], &[]).await;
 }
+
+/// The backstop sweep cancels an overdue order Redis forgot while Redis is
+/// out of reach: it must not cancel in the database and then leave the
+/// unit out of Redis for good (the next sweep no longer sees the order as
+/// unpaid). It claims the order in Redis first, so either nothing happens
+/// until Redis is back, or a poller finishes the cancellation after the
+/// lease. Found by the chaos soak: cancelled orders whose members Redis
+/// still held, their units never back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backstop_sweep_never_leaves_a_cancellation_half_done() {
+    use seckill_tests::proxy::TcpProxy;
+    let redis = RedisServer::start().await;
+    let path = TcpProxy::start(redis.port()).await;
+    let db = TestDatabase::create(Backend::Postgres).await;
+    let origin = TestApp::start(
+        path.url(),
+        &db,
+        AppSettings::new()
+            .set("SECKILL_PAY_TIMEOUT_S", 2)
+            .set("SECKILL_CANCEL_POLL_MS", 100)
+            .set("SECKILL_CANCEL_LEASE_MS", 500)
+            .set("SECKILL_SWEEP_INTERVAL_S", 1)
+            .set("SECKILL_RECONCILE_INTERVAL_S", 0),
+    )
+    .await;
+    let api = origin.api();
+    let pool = db.pool().await;
+    let product = api.create_sale(&Sale::open(5)).await.product_id.get();
+    assert_eq!(buy_all(&api, product, [1]).await, vec![1]);
+    wait_for_orders(&pool, product, 1).await;
+    let mut conn = redis.connection().await;
+    // Redis forgets the deadline; then the origin loses Redis while the
+    // order comes due and the sweep runs.
+    let _: () = conn.del(keys().pay_deadlines()).await.unwrap();
+    path.cut();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    path.restore();
+
+    eventually(Duration::from_secs(15), "the cancellation done", || {
+        let (mut conn, pool) = (conn.clone(), pool.clone());
+        async move {
+            (by_status(&pool, product).await == (0, 0, 1)
+                && redis_stock(&mut conn, product).await == 5)
+                .then_some(())
+        }
+    })
+    .await;
+    assert_eq!(stock_available(&pool, product).await, 5);
+    assert_invariants(&redis, &db, &[product], &[(product, 1)]).await;
+    assert_eq!(api.buy(product, 1).await.status, 202, "the member is free");
+}

@@ -194,8 +194,15 @@ impl Lifecycle {
         &self,
         grace: std::time::Duration,
         limit: i64,
-    ) -> StoreResult<Vec<OrderId>> {
-        orders::overdue(&self.db, grace.as_millis() as i64, limit).await
+    ) -> StoreResult<Vec<DeadlineEntry>> {
+        Ok(orders::overdue(&self.db, grace.as_millis() as i64, limit)
+            .await?
+            .into_iter()
+            .map(|(order, product)| DeadlineEntry {
+                product,
+                order: order.get(),
+            })
+            .collect())
     }
 
     /// Cancels the order if it is unpaid and past its deadline (on the
