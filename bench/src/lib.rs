@@ -1,7 +1,9 @@
 //! The pieces of `seckill-bench` that the end-to-end tests use too, so a
 //! fault is injected, a metric read and a port found the same way by a
-//! test, the chaos soak and the scripts.
+//! test, the chaos soak and the scripts, and the invariants are checked by
+//! one audit.
 
+pub mod audit;
 pub mod metrics_text;
 pub mod proxy;
 

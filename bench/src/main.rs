@@ -10,7 +10,7 @@
 //! and scripts/profile that are more than starting processes: the summary
 //! table, reading a result field or a metric, a free port, the demo sale.
 
-mod audit;
+mod chaos;
 mod chart;
 mod client;
 mod demo_sale;
@@ -32,10 +32,10 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use seckill_shared::token::TokenSecret;
 
-use crate::audit::{AuditInput, Mode};
 use crate::chart::{line_chart, Series, COLORS};
 use crate::scenario::Session;
 use crate::stats::Summary;
+use seckill_bench::audit::{self, AuditInput, Mode};
 
 #[derive(Parser)]
 #[command(
@@ -123,6 +123,9 @@ enum Command {
         #[command(flatten)]
         out: OutArgs,
     },
+    /// The fault-injection soak: a deployment of its own under mixed load
+    /// and seeded faults, then the invariant audit (see docs/RELIABILITY.md).
+    Chaos(chaos::ChaosArgs),
     /// Audit a product after a run (reads the accepted members from its result file).
     Audit {
         #[command(flatten)]
@@ -488,6 +491,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             )
             .await
         }
+        Command::Chaos(args) => chaos::run(args).await,
         Command::Floor { bind } => {
             floor::serve(bind).await?;
             Ok(true)

@@ -82,8 +82,13 @@ impl Stores {
             self.db.clone(),
             self.deadlines.clone(),
             returns,
+            self.preheater(),
             metrics.clone(),
         )
+    }
+
+    fn preheater(&self) -> Preheater {
+        Preheater::new(self.db.clone(), self.stock.clone(), self.deadlines.clone())
     }
 
     fn pipeline(
@@ -156,11 +161,7 @@ impl Application {
 
         let metrics = Arc::new(Metrics::new());
         let sold_out = stores.sold_out(&config);
-        let preheater = Preheater::new(
-            stores.db.clone(),
-            stores.stock.clone(),
-            stores.deadlines.clone(),
-        );
+        let preheater = stores.preheater();
         let catalog = Arc::new(Catalog::new(
             stores.db.clone(),
             stores.stock.clone(),

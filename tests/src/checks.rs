@@ -1,5 +1,7 @@
 //! Driving load and reading outcomes: concurrent buys, orders in the
-//! database, stock, and the order stream's pending count.
+//! database, stock, and the order stream's pending count; and the
+//! invariant audit, which is `seckill_bench::audit` (the one the bench
+//! and the chaos soak run), not a copy of it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -167,4 +169,32 @@ pub async fn sql(pool: &AnyPool, statement: &str, product: i64) {
         .execute(pool)
         .await
         .expect(statement);
+}
+
+/// The shared invariant audit of `products` in `db` and `redis`, with the
+/// buys answered 202 as `(product, member)`: panics naming every broken
+/// invariant.
+pub async fn assert_invariants(
+    redis: &crate::RedisServer,
+    db: &crate::TestDatabase,
+    products: &[i64],
+    accepted: &[(i64, i64)],
+) -> seckill_bench::audit::AuditReport {
+    use seckill_bench::audit::{Accepted, Scope};
+    let mut scope = Scope::new(db.url())
+        .redis(redis.url(), keys().prefix())
+        .products(products.iter().copied());
+    scope.accepted = accepted
+        .iter()
+        .map(|&(product, member)| Accepted {
+            product,
+            member,
+            loss_expected: false,
+        })
+        .collect();
+    let report = seckill_bench::audit::run(&scope)
+        .await
+        .expect("the audit reads redis and the database");
+    assert!(report.passed, "invariants broke:\n{}", report.failures());
+    report
 }

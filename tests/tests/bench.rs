@@ -66,7 +66,11 @@ async fn rush_then_audit(backend: Backend) {
     .await;
     assert!(run.status.success(), "a clean run passes its audit");
     let stdout = String::from_utf8_lossy(&run.stdout);
-    assert_eq!(stdout.matches("PASS").count(), 5, "every invariant checked");
+    assert_eq!(
+        stdout.matches("PASS").count(),
+        11,
+        "every invariant checked"
+    );
     let results = read_json(&out.path().join("rush.json"));
     assert_eq!(results["accepted_members"].as_array().unwrap().len(), 50);
     assert_eq!(results["summary"]["by_status"]["202"], 50);

@@ -10,7 +10,8 @@ use rand::Rng;
 use redis::AsyncCommands;
 use seckill_shared::api::ResultStatus;
 use seckill_tests::checks::{
-    buy_all, keys, orders, pid, redis_stock, sold_out_refusals, stock_available, wait_for_orders,
+    assert_invariants, buy_all, keys, orders, pid, redis_stock, sold_out_refusals, stock_available,
+    wait_for_orders,
 };
 use seckill_tests::client::{unix_now_ms, Api};
 use seckill_tests::proxy::TcpProxy;
@@ -152,6 +153,8 @@ async fn pay_races_the_deadline(backend: Backend) {
         async move { (conn.zcard::<_, u64>(keys().pay_deadlines()).await.ok()? == 0).then_some(()) }
     })
     .await;
+    let accepted: Vec<(i64, i64)> = (1..=200).map(|m| (product, m)).collect();
+    assert_invariants(&redis, &db, &[product], &accepted).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

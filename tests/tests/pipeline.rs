@@ -11,7 +11,7 @@ use redis::AsyncCommands;
 use seckill_shared::api::ResultStatus;
 use seckill_shared::keys::ORDER_GROUP;
 use seckill_tests::checks::{
-    buy_all, keys, orders, pending, pid, stock_available, wait_for_orders,
+    assert_invariants, buy_all, keys, orders, pending, pid, stock_available, wait_for_orders,
 };
 use seckill_tests::redis_server::Persistence;
 use seckill_tests::{
@@ -78,6 +78,8 @@ async fn thousand_reservations_become_thousand_orders(backend: Backend) {
         deadlines, 1_000,
         "every order has a payment deadline scheduled"
     );
+    let accepted: Vec<(i64, i64)> = order_of.keys().map(|m| (product, *m)).collect();
+    assert_invariants(&redis, &db, &[product], &accepted).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,6 +146,8 @@ async fn killed_worker_loses_nothing(backend: Backend) {
         reclaimed, 200.0,
         "the dead worker's whole batch was taken over"
     );
+    let accepted: Vec<(i64, i64)> = queued.iter().map(|m| (product, *m)).collect();
+    assert_invariants(&redis, &db, &[product], &accepted).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -590,4 +594,6 @@ async fn redis_crash_with_aof_always_loses_no_202() {
         unknown.len(),
         written.len()
     );
+    let accepted: Vec<(i64, i64)> = accepted.iter().map(|m| (product, *m)).collect();
+    assert_invariants(&redis, &db, &[product], &accepted).await;
 }

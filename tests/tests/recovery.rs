@@ -8,7 +8,8 @@ use redis::AsyncCommands;
 use reqwest::Method;
 use seckill_shared::api::ResultStatus;
 use seckill_tests::checks::{
-    buy_all, keys, orders, pid, reconcile, redis_stock, sql, stock_available, wait_for_orders,
+    assert_invariants, buy_all, keys, orders, pid, reconcile, redis_stock, sql, stock_available,
+    wait_for_orders,
 };
 use seckill_tests::{
     eventually, AppSettings, Backend, RedisServer, Sale, TestApp, TestDatabase, TestWorker,
@@ -116,6 +117,14 @@ async fn redis_data_loss_rebuilds_what_the_database_knows(backend: Backend) {
     let item = reconcile(&api, cancelled).await;
     assert_eq!(item["note"], "in step", "{item}");
     assert_eq!(item["drift"], 0, "{item}");
+    let accepted = [
+        (cancelled, 1),
+        (product, 1),
+        (product, 2),
+        (product, 3),
+        (product, 4),
+    ];
+    assert_invariants(&redis, &db, &[cancelled, product], &accepted).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,6 +253,8 @@ async fn a_stalled_writer_and_a_takeover_never_both_win(backend: Backend) {
         "redis holds exactly the units the database did not sell"
     );
     assert_eq!(stock_available(&pool, product).await, 5 - rows.len() as i64);
+    let accepted: Vec<(i64, i64)> = (1..=3).map(|m| (product, m)).collect();
+    assert_invariants(&redis, &db, &[product], &accepted).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,8 +302,9 @@ async fn reconciliation_leaves_a_half_applied_stock_edit_alone() {
     .unwrap();
     // Relay the change by hand (as the relay would), then lock its row so
     // the database half of applying it waits.
-    sqlx::query("UPDATE product_changes SET relayed_at_ms = 1 WHERE id = $1")
+    sqlx::query("UPDATE product_changes SET relayed_at_ms = $2 WHERE id = $1")
         .bind(change)
+        .bind(seckill_tests::client::unix_now_ms())
         .execute(&pool)
         .await
         .unwrap();
@@ -666,4 +678,263 @@ async fn an_origin_with_a_wrong_clock_judges_deadlines_like_the_others() {
     let paid = skewed.api().pay(order, member).await;
     assert_eq!(paid.status, 200, "{:?}", paid.body);
     assert_eq!(by_status(&pool, product).await, (3, 1, 0));
+}
+
+/// Redis lost an item while one of its orders came due, and a reload that
+/// read the database just before the cancellation writes its copy (the
+/// member still holding the order, the unit not back) just after the
+/// cancellation found the item missing. The cancellation must still give
+/// the unit back in Redis and free the member; before the fix the unit
+/// stayed lost to Redis with no deadline left to retry it, and
+/// reconciliation called the item "busy: a cancellation is half done"
+/// forever (found by the chaos soak).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancellation_racing_the_reload_of_a_lost_item_still_returns_its_unit() {
+    let redis = RedisServer::start().await;
+    let db = TestDatabase::create(Backend::Postgres).await;
+    let origin = TestApp::start(
+        redis.url(),
+        &db,
+        AppSettings::new()
+            .set("SECKILL_PAY_TIMEOUT_S", 4)
+            .set("SECKILL_CANCEL_POLL_MS", 100)
+            .set("SECKILL_SWEEP_INTERVAL_S", 0)
+            .set("SECKILL_SOLDOUT_CHECK_MS", 0)
+            .set("SECKILL_RECONCILE_INTERVAL_S", 0),
+    )
+    .await;
+    let api = origin.api();
+    let pool = db.pool().await;
+    let product = api.create_sale(&Sale::open(5)).await.product_id.get();
+    assert_eq!(buy_all(&api, product, [1]).await, vec![1]);
+    wait_for_orders(&pool, product, 1).await;
+    assert_eq!(by_status(&pool, product).await, (1, 0, 0));
+
+    // The copy a reload reads before the cancellation: the item as it is now.
+    let mut conn = redis.connection().await;
+    let item_keys = [
+        keys().item(pid(product)),
+        keys().members(pid(product)),
+        keys().returned(pid(product)),
+    ];
+    let mut copy = Vec::new();
+    for key in &item_keys {
+        let dump: Option<Vec<u8>> = redis::cmd("DUMP")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        copy.push(dump.unwrap_or_default());
+    }
+    // Redis loses the item; its deadline stays, so the poller cancels it.
+    let _: () = conn.del(&item_keys).await.unwrap();
+    eventually(Duration::from_secs(10), "the order to be cancelled", || {
+        let pool = pool.clone();
+        async move { (by_status(&pool, product).await == (0, 0, 1)).then_some(()) }
+    })
+    .await;
+    // The reload writes what it read, as the preheat script does: in full,
+    // and only if the item is not live again already.
+    let _: i64 = redis::Script::new(
+        "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end \
+         for i = 1, #KEYS do \
+           if ARGV[i] ~= '' then redis.call('RESTORE', KEYS[i], 0, ARGV[i], 'REPLACE') end \
+         end return 1",
+    )
+    .key(&item_keys[..])
+    .arg(&copy[0])
+    .arg(&copy[1])
+    .arg(&copy[2])
+    .invoke_async(&mut conn)
+    .await
+    .unwrap();
+
+    eventually(Duration::from_secs(10), "the unit back in redis", || {
+        let mut conn = conn.clone();
+        async move { (redis_stock(&mut conn, product).await == 5).then_some(()) }
+    })
+    .await;
+    assert_eq!(stock_available(&pool, product).await, 5);
+    let state: Option<String> = conn.hget(&item_keys[1], 1).await.unwrap();
+    // Freed: cancelled, or unknown (the item was loaded afresh).
+    assert!(
+        state.as_deref().is_none_or(|s| s.starts_with("c:")),
+        "the member is freed: {state:?}"
+    );
+    let item = reconcile(&api, product).await;
+    assert_eq!(
+        (item["note"].as_str(), item["drift"].as_i64()),
+        (Some("in step"), Some(0)),
+        "{item}"
+    );
+    assert_invariants(&redis, &db, &[product], &[(product, 1)]).await;
+    assert_eq!(api.buy(product, 1).await.status, 202, "and may buy again");
+}
+
+/// A stock edit relayed to the change stream just before Redis lost its
+/// data: the stream entry is gone, but the database still records the edit
+/// as not applied, so it is relayed again and applied exactly once (before
+/// the fix it stayed unapplied forever, and reconciliation called the item
+/// busy for good; found by the chaos soak).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stock_edit_lost_with_redis_data_is_relayed_again_and_applied_once() {
+    let redis = RedisServer::start().await;
+    let db = TestDatabase::create(Backend::Postgres).await;
+    let quiet = AppSettings::new()
+        .set("SECKILL_CDC_POLL_MS", 0)
+        .set("SECKILL_RECONCILE_INTERVAL_S", 0);
+    let origin = TestApp::start(redis.url(), &db, quiet).await;
+    let api = origin.api();
+    let product = api.create_sale(&Sale::open(10)).await.product_id.get();
+    let pool = db.pool().await;
+    sql(
+        &pool,
+        "UPDATE products SET stock_total = 15 WHERE id = $1",
+        product,
+    )
+    .await;
+    // Relayed (long ago), and its stream entry lost with Redis' data.
+    sql(
+        &pool,
+        "UPDATE product_changes SET relayed_at_ms = 1 WHERE product_id = $1",
+        product,
+    )
+    .await;
+
+    let _applier = TestApp::start(
+        redis.url(),
+        &db,
+        AppSettings::new()
+            .set("SECKILL_CDC_POLL_MS", 100)
+            .set("SECKILL_RECONCILE_INTERVAL_S", 0),
+    )
+    .await;
+    let mut conn = redis.connection().await;
+    eventually(Duration::from_secs(10), "the edit applied", || {
+        let (mut conn, pool) = (conn.clone(), pool.clone());
+        async move {
+            (redis_stock(&mut conn, product).await == 15
+                && stock_available(&pool, product).await == 15)
+                .then_some(())
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(redis_stock(&mut conn, product).await, 15, "applied once");
+    assert_eq!(stock_available(&pool, product).await, 15, "applied once");
+    let item = reconcile(&api, product).await;
+    assert_eq!(item["note"], "in step", "{item}");
+    assert_invariants(&redis, &db, &[product], &[]).await;
+}
+
+/// The backstop sweep cancels an overdue order Redis forgot while Redis is
+/// out of reach: it must not cancel in the database and then leave the
+/// unit out of Redis for good (the next sweep no longer sees the order as
+/// unpaid). It claims the order in Redis first, so either nothing happens
+/// until Redis is back, or a poller finishes the cancellation after the
+/// lease. Found by the chaos soak: cancelled orders whose members Redis
+/// still held, their units never back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backstop_sweep_never_leaves_a_cancellation_half_done() {
+    use seckill_tests::proxy::TcpProxy;
+    let redis = RedisServer::start().await;
+    let path = TcpProxy::start(redis.port()).await;
+    let db = TestDatabase::create(Backend::Postgres).await;
+    let origin = TestApp::start(
+        path.url(),
+        &db,
+        AppSettings::new()
+            .set("SECKILL_PAY_TIMEOUT_S", 2)
+            .set("SECKILL_CANCEL_POLL_MS", 100)
+            .set("SECKILL_CANCEL_LEASE_MS", 500)
+            .set("SECKILL_SWEEP_INTERVAL_S", 1)
+            .set("SECKILL_RECONCILE_INTERVAL_S", 0),
+    )
+    .await;
+    let api = origin.api();
+    let pool = db.pool().await;
+    let product = api.create_sale(&Sale::open(5)).await.product_id.get();
+    assert_eq!(buy_all(&api, product, [1]).await, vec![1]);
+    wait_for_orders(&pool, product, 1).await;
+    let mut conn = redis.connection().await;
+    // Redis forgets the deadline; then the origin loses Redis while the
+    // order comes due and the sweep runs.
+    let _: () = conn.del(keys().pay_deadlines()).await.unwrap();
+    path.cut();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    path.restore();
+
+    eventually(Duration::from_secs(15), "the cancellation done", || {
+        let (mut conn, pool) = (conn.clone(), pool.clone());
+        async move {
+            (by_status(&pool, product).await == (0, 0, 1)
+                && redis_stock(&mut conn, product).await == 5)
+                .then_some(())
+        }
+    })
+    .await;
+    assert_eq!(stock_available(&pool, product).await, 5);
+    assert_invariants(&redis, &db, &[product], &[(product, 1)]).await;
+    assert_eq!(api.buy(product, 1).await.status, 202, "the member is free");
+}
+
+/// Redis loses its data while reservations are in a consumer's hands
+/// (read, not yet written). The reloaded item must not hand out their
+/// reservation numbers again: a new buyer given a number already on its
+/// way to the database would be failed as "already another member's
+/// order" though units were left. Found by the chaos soak (dozens of such
+/// failures after each empty restart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reservations_after_redis_data_loss_never_reuse_numbers_in_flight() {
+    let redis = RedisServer::start().await;
+    let db = TestDatabase::create(Backend::Postgres).await;
+    let origin = TestApp::start(
+        redis.url(),
+        &db,
+        AppSettings::new()
+            .set("SECKILL_CONSUMERS", 0)
+            .set("SECKILL_RECONCILE_INTERVAL_S", 0),
+    )
+    .await;
+    let api = origin.api();
+    let pool = db.pool().await;
+    let product = api.create_sale(&Sale::open(10)).await.product_id.get();
+    assert_eq!(buy_all(&api, product, 1..=3).await, vec![1, 2, 3]);
+    // What a consumer holds when Redis loses everything.
+    let mut conn = redis.connection().await;
+    let held: redis::streams::StreamRangeReply =
+        conn.xrange_all(keys().orders(pid(product))).await.unwrap();
+    assert_eq!(held.ids.len(), 3);
+    flush(&redis).await;
+
+    // New buyers: the item is reloaded from the database (no order yet).
+    assert_eq!(buy_all(&api, product, 4..=6).await, vec![4, 5, 6]);
+    // The held reservations reach the stream again, as the consumer holding
+    // them would write them, and a worker writes everything.
+    for entry in &held.ids {
+        let fields: Vec<(String, String)> = entry
+            .map
+            .iter()
+            .map(|(k, v)| (k.clone(), redis::from_redis_value_ref(v).unwrap()))
+            .collect();
+        let _: String = conn
+            .xadd(keys().orders(pid(product)), "*", &fields)
+            .await
+            .unwrap();
+    }
+    let _worker = TestWorker::start(redis.url(), &db, AppSettings::new()).await;
+    let rows = wait_for_orders(&pool, product, 6).await;
+    let members: std::collections::BTreeSet<i64> = rows.iter().map(|(_, m, _)| *m).collect();
+    assert_eq!(
+        members,
+        (1..=6).collect(),
+        "every reservation became an order: {rows:?}"
+    );
+    for member in 4..=6 {
+        assert_eq!(
+            api.result(product, member).await.status,
+            ResultStatus::Success,
+            "member {member}"
+        );
+    }
 }

@@ -23,6 +23,12 @@ use crate::store::redis::stock::Stock;
 use crate::store::StoreResult;
 use crate::telemetry::chain;
 
+/// How far above the database's highest reservation number a (re)loaded
+/// item's numbers start: more than Redis could have handed out and not yet
+/// written (numbers stay exact in the scripts up to 2^53, millions of
+/// reloads).
+const RELOAD_SEQ_GAP: i64 = 1_000_000_000;
+
 #[derive(Clone)]
 pub struct Preheater {
     db: Database,
@@ -40,9 +46,16 @@ impl Preheater {
     }
 
     /// Loads one database row into Redis unless it is already live.
+    ///
+    /// Reservation numbers start far above the highest the database has
+    /// seen: if Redis lost its data, reservations it had handed out may
+    /// still be in a consumer's hands, on their way to the database with
+    /// numbers above that, and a number handed out twice would make the
+    /// second buyer's reservation fail as "already another member's order".
     pub async fn load(&self, row: &ProductRow) -> StoreResult<bool> {
         let product = row.product_id();
-        let live = products::live_orders(&self.db, product).await?;
+        let mut live = products::live_orders(&self.db, product).await?;
+        live.max_seq = live.max_seq.saturating_add(RELOAD_SEQ_GAP);
         let loaded = self.stock.preheat(row, &live).await?;
         if loaded {
             // The deadlines set spans products, so it is a call of its own;

@@ -139,10 +139,15 @@ async fn wait_for_changes(ctx: &CdcContext, listener: &mut Option<PgListener>, p
     }
 }
 
+/// How long a relayed stock edit may stay unapplied before it is relayed
+/// again (applying one takes well under a second; Redis may have lost it).
+const RELAY_AGAIN_AFTER_MS: i64 = 15_000;
+
 /// Publishes unrelayed change rows in order, then marks them. A crash in
 /// between publishes them again: the refresh is idempotent.
 async fn relay_once(ctx: &CdcContext) -> StoreResult<usize> {
-    let rows = changes::unrelayed(&ctx.db, BATCH as i64).await?;
+    let stale_before_ms = unix_ms() as i64 - RELAY_AGAIN_AFTER_MS;
+    let rows = changes::unrelayed(&ctx.db, BATCH as i64, stale_before_ms).await?;
     if rows.is_empty() {
         return Ok(0);
     }

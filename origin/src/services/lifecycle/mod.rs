@@ -9,7 +9,10 @@
 //!   it back through the release script, which returns a reservation's
 //!   stock at most once however often it is retried;
 //! - a deadline is claimed with a lease (see `poller`), so a poller that
-//!   dies mid-way only delays the cancellation by the lease.
+//!   dies mid-way only delays the cancellation by the lease;
+//! - a cancellation that finds its item missing from Redis (Redis lost
+//!   its data) reloads the item and releases again: a reload that read the
+//!   database before the cancellation may write its copy after it.
 
 pub mod poller;
 
@@ -19,12 +22,13 @@ use seckill_shared::api::{OrderStatus, OrderView};
 use seckill_shared::keys::{DeadlineEntry, MemberState};
 use seckill_shared::{MemberId, OrderId};
 
+use super::preheat::Preheater;
 use super::sold_out::SoldOut;
 use crate::metrics::Metrics;
 use crate::store::db::orders::{self, OrderRow};
 use crate::store::db::Database;
 use crate::store::redis::deadlines::PaymentDeadlines;
-use crate::store::redis::stock::{Release, Stock};
+use crate::store::redis::stock::{Release, Released, Stock};
 use crate::store::{StoreError, StoreResult};
 use crate::telemetry::chain;
 
@@ -73,9 +77,8 @@ impl StockReturns {
     }
 
     /// Releases the reservation (at most once ever); when stock comes back
-    /// from zero, every node drops its sold-out flag. True when the unit
-    /// went back by this call.
-    pub async fn give_back(&self, release: &Release<'_>) -> StoreResult<bool> {
+    /// from zero, every node drops its sold-out flag.
+    pub async fn give_back(&self, release: &Release<'_>) -> StoreResult<Released> {
         let released = self.stock.release(release).await?;
         if released.returned {
             self.metrics.stock_returned.inc();
@@ -83,7 +86,7 @@ impl StockReturns {
         if released.back_in_stock {
             self.sold_out.mark(release.product, false).await?;
         }
-        Ok(released.returned)
+        Ok(released)
     }
 }
 
@@ -92,6 +95,7 @@ pub struct Lifecycle {
     db: Database,
     deadlines: PaymentDeadlines,
     returns: StockReturns,
+    preheater: Preheater,
     metrics: Arc<Metrics>,
 }
 
@@ -100,12 +104,14 @@ impl Lifecycle {
         db: Database,
         deadlines: PaymentDeadlines,
         returns: StockReturns,
+        preheater: Preheater,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             db,
             deadlines,
             returns,
+            preheater,
             metrics,
         }
     }
@@ -188,8 +194,15 @@ impl Lifecycle {
         &self,
         grace: std::time::Duration,
         limit: i64,
-    ) -> StoreResult<Vec<OrderId>> {
-        orders::overdue(&self.db, grace.as_millis() as i64, limit).await
+    ) -> StoreResult<Vec<DeadlineEntry>> {
+        Ok(orders::overdue(&self.db, grace.as_millis() as i64, limit)
+            .await?
+            .into_iter()
+            .map(|(order, product)| DeadlineEntry {
+                product,
+                order: order.get(),
+            })
+            .collect())
     }
 
     /// Cancels the order if it is unpaid and past its deadline (on the
@@ -224,19 +237,28 @@ impl Lifecycle {
 
     /// Gives a cancelled order's unit back in Redis (idempotent) and frees
     /// the member to buy again.
+    ///
+    /// If Redis lost the item, a reload may have read the database before
+    /// this cancellation and write its copy (the member holding the order,
+    /// the unit not back) after it: so the item is reloaded here, which
+    /// either loads it from the database as it is now or finds that copy
+    /// live, and the release runs again. The returned-stock set makes the
+    /// second release a no-op when the loaded item already counts the unit.
     async fn return_stock(&self, row: &OrderRow) -> StoreResult<()> {
         let order = row.order_id();
-        self.returns
-            .give_back(&Release {
-                product: row.product(),
-                seq: row.reservation_seq,
-                member: row.member(),
-                new_state: MemberState::Cancelled { order },
-                supersedes: Some(MemberState::Ordered { order }),
-                ack_entry: None,
-                dead_letter: None,
-            })
-            .await?;
+        let release = Release {
+            product: row.product(),
+            seq: row.reservation_seq,
+            member: row.member(),
+            new_state: MemberState::Cancelled { order },
+            supersedes: Some(MemberState::Ordered { order }),
+            ack_entry: None,
+            dead_letter: None,
+        };
+        if !self.returns.give_back(&release).await?.live {
+            self.preheater.ensure_live(row.product()).await?;
+            self.returns.give_back(&release).await?;
+        }
         Ok(())
     }
 }

@@ -97,13 +97,22 @@ pub async fn sweep(lifecycle: Lifecycle, settings: PollerSettings, shutdown: Shu
         }
         let span = tracing::info_span!("backstop_sweep", overdue = overdue.len());
         let lifecycle = &lifecycle;
+        let lease = settings.lease;
         async {
             tracing::warn!("unpaid orders past their deadline that redis did not know about: settling them");
             futures::stream::iter(overdue)
-                .for_each_concurrent(CONCURRENCY, |order| async move {
-                    if let Err(err) = lifecycle.settle_deadline(order).await {
-                        tracing::warn!(order = order.get(), error = %chain(&err), "settling an overdue order failed; the next sweep retries");
+                .for_each_concurrent(CONCURRENCY, |entry| async move {
+                    // Claimed in Redis first, as a poller claims: if settling
+                    // stops half-way (cancelled in the database, the unit not
+                    // yet back in Redis), the claim comes due after the lease
+                    // and a poller finishes it. The next sweep would not: the
+                    // order is no longer unpaid.
+                    let until = crate::clock::unix_ms() as i64 + lease.as_millis() as i64;
+                    if let Err(err) = lifecycle.deadlines().schedule(&[(until, entry)]).await {
+                        tracing::warn!(order = entry.order, error = %chain(&err), "cannot claim an overdue order; the next sweep retries");
+                        return;
                     }
+                    settle(lifecycle, entry).await;
                 })
                 .await
         }

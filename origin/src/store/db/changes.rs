@@ -20,13 +20,25 @@ struct ChangeRow {
 /// A change log row: its id, and the record if the row is readable.
 pub type LoggedChange = (i64, Option<ChangeRecord>);
 
-/// The oldest changes not yet relayed, in order.
-pub async fn unrelayed(db: &Database, limit: i64) -> StoreResult<Vec<LoggedChange>> {
+/// The oldest changes not yet relayed, in order, and stock edits relayed
+/// before `stale_before_ms` that are still not applied (their stream entry
+/// was lost with Redis' data): relaying one again is harmless, since a
+/// stock edit is applied once per change id.
+pub async fn unrelayed(
+    db: &Database,
+    limit: i64,
+    stale_before_ms: i64,
+) -> StoreResult<Vec<LoggedChange>> {
     let rows = sqlx::query_as::<_, ChangeRow>(
         "SELECT id, product_id, op, old_stock_total, new_stock_total \
-         FROM product_changes WHERE relayed_at_ms IS NULL ORDER BY id LIMIT $1",
+         FROM product_changes WHERE relayed_at_ms IS NULL \
+            OR (op = 'update' AND stock_applied IS NULL AND relayed_at_ms < $2 \
+                AND COALESCE(old_stock_total, -1) <> COALESCE(new_stock_total, -1) \
+                AND EXISTS (SELECT 1 FROM products p WHERE p.id = product_changes.product_id)) \
+         ORDER BY id LIMIT $1",
     )
     .bind(limit)
+    .bind(stale_before_ms)
     .fetch_all(&db.pool)
     .await?;
     Ok(rows.into_iter().map(|row| (row.id, row.record())).collect())

@@ -128,20 +128,25 @@ pub async fn cancel_if_due(db: &Database, order: OrderId) -> StoreResult<bool> {
 /// Unpaid orders whose deadline passed more than `grace_ms` ago (on the
 /// database's clock), oldest first: ones the deadline poller should have
 /// cancelled and did not hear about.
-pub async fn overdue(db: &Database, grace_ms: i64, limit: i64) -> StoreResult<Vec<OrderId>> {
+/// `(order, product)` of each.
+pub async fn overdue(
+    db: &Database,
+    grace_ms: i64,
+    limit: i64,
+) -> StoreResult<Vec<(OrderId, ProductId)>> {
     let now = super::now_ms_sql(db.backend());
     let sql = format!(
-        "SELECT id FROM orders WHERE status = 'unpaid' AND pay_deadline_ms < {now} - $1 \
+        "SELECT id, product_id FROM orders WHERE status = 'unpaid' AND pay_deadline_ms < {now} - $1 \
          ORDER BY pay_deadline_ms LIMIT $2"
     );
-    let rows: Vec<(i64,)> = sqlx::query_as(&sql)
+    let rows: Vec<(i64, i64)> = sqlx::query_as(&sql)
         .bind(grace_ms)
         .bind(limit)
         .fetch_all(&db.pool)
         .await?;
     Ok(rows
         .into_iter()
-        .filter_map(|(id,)| OrderId::new(id).ok())
+        .filter_map(|(id, product)| Some((OrderId::new(id).ok()?, ProductId::new(product).ok()?)))
         .collect())
 }
 

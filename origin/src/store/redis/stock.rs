@@ -109,6 +109,8 @@ pub struct Released {
     pub returned: bool,
     /// Stock came back from zero: sold-out flags must drop everywhere.
     pub back_in_stock: bool,
+    /// The item is in Redis (false: Redis lost it; nothing was touched).
+    pub live: bool,
 }
 
 struct Scripts {
@@ -287,10 +289,12 @@ impl Stock {
                 call.arg("");
             }
         }
-        let (returned, stock): (i64, i64) = call.invoke_async(&mut self.redis.connection()).await?;
+        let (returned, stock, live): (i64, i64, i64) =
+            call.invoke_async(&mut self.redis.connection()).await?;
         Ok(Released {
             returned: returned == 1,
             back_in_stock: returned == 1 && stock == 1,
+            live: live == 1,
         })
     }
 

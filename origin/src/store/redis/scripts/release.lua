@@ -18,11 +18,15 @@
 -- release of the same reservation (a retried cancellation, a redelivered
 -- dead letter) changes nothing. If the item is not in Redis at all (Redis
 -- lost its data) no stock is touched: the item is reloaded from the
--- database, which already counts this reservation as unsold.
--- Returns {1 if stock was returned now else 0, stock after}.
+-- database, which already counts this reservation as unsold (a caller
+-- that cannot be sure the reload read the database after its change
+-- reloads and releases again).
+-- Returns {1 if stock was returned now else 0, stock after, 1 if the item
+-- is live else 0}.
 local returned = 0
 local stock = 0
-if redis.call('EXISTS', KEYS[1]) == 1 then
+local live = redis.call('EXISTS', KEYS[1]) == 1
+if live then
   returned = redis.call('SADD', KEYS[3], ARGV[1])
   if returned == 1 then
     stock = redis.call('HINCRBY', KEYS[1], 'stock', 1)
@@ -46,4 +50,4 @@ end
 if ARGV[6] ~= '' then
   redis.call('XACK', KEYS[4], ARGV[5], ARGV[6])
 end
-return {returned, stock}
+return {returned, stock, live and 1 or 0}
