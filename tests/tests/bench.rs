@@ -337,3 +337,424 @@ async fn the_http_floor_answers_like_the_origins_sold_out_tail() {
     let results = read_json(&out.path().join("tail.json"));
     assert_eq!(results["summary"]["by_status"]["409"], 200);
 }
+
+/// CPU time (user + system, clock ticks) a process has used so far, as
+/// scripts/bench counts it for the summary's CPU-per-request rows.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    // Fields after the command name (which may hold spaces) start at state.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+fn stdout_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+/// The number a summary figure starts with ("50,077 req/s" → 50077).
+fn leading_number(figure: &str) -> f64 {
+    let number: String = figure
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == ',' || *c == '.' || *c == '-')
+        .filter(|c| *c != ',')
+        .collect();
+    number
+        .parse()
+        .unwrap_or_else(|_| panic!("no number in {figure:?}"))
+}
+
+/// The (figure, ratio) cells of the summary row whose measure starts with `measure`.
+fn summary_row<'a>(table: &'a str, measure: &str) -> (&'a str, &'a str) {
+    let line = table
+        .lines()
+        .find(|line| line.starts_with(&format!("| {measure}")))
+        .unwrap_or_else(|| panic!("no row {measure:?} in\n{table}"));
+    let cells: Vec<&str> = line.trim_matches('|').split(" | ").collect();
+    (cells[1].trim(), cells[2].trim())
+}
+
+/// What scripts/bench reads from a run, read by seckill-bench from the
+/// files of a small real run: the summary table (figures and ratios from
+/// the result files, rows of steps not run left out and named), single
+/// fields of the JSON and of redis-benchmark's CSV, the origin's buy
+/// counter from /metrics, a free port, and drain and audit taking the
+/// product and its accepted buys from a result file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_summary_fields_and_metrics_come_from_a_real_runs_files() {
+    let redis = RedisServer::start().await;
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    let origin = Origin::start(OriginOptions::new("bench_summary", &redis, &db)).await;
+    let out = ScratchDir::new("bench-summary");
+    let out_dir = out.path().to_str().unwrap();
+    let redis_url = redis.url();
+
+    // The ceiling: a real redis-benchmark CSV.
+    let ceiling = std::process::Command::new("redis-benchmark")
+        .args([
+            "-p",
+            &redis.port().to_string(),
+            "-n",
+            "2000",
+            "-c",
+            "10",
+            "--csv",
+        ])
+        .args(["SET", "bench:ceiling", "1"])
+        .output()
+        .expect("redis-benchmark is not installed: install it with `apt-get install redis-tools`");
+    assert!(ceiling.status.success());
+    std::fs::write(out.path().join("ceiling.csv"), &ceiling.stdout).unwrap();
+
+    let ticks_before = cpu_ticks(origin.pid()) + cpu_ticks(redis_pid(&redis).await);
+    let rush = bench(&[
+        "rush",
+        "--url",
+        origin.url(),
+        "--stock",
+        "50",
+        "--members",
+        "200",
+        "--concurrency",
+        "8",
+        "--out",
+        out_dir,
+        "--name",
+        "buy-path",
+    ])
+    .await;
+    assert!(rush.status.success());
+    let ticks = cpu_ticks(origin.pid()) + cpu_ticks(redis_pid(&redis).await) - ticks_before;
+    std::fs::write(
+        out.path().join("buy-path-serving-ticks.txt"),
+        format!("{ticks}\n"),
+    )
+    .unwrap();
+    let ticks_before = cpu_ticks(origin.pid()) + cpu_ticks(redis_pid(&redis).await);
+    let tail = bench(&[
+        "tail",
+        "--url",
+        origin.url(),
+        "--requests",
+        "300",
+        "--concurrency",
+        "8",
+        "--out",
+        out_dir,
+        "--name",
+        "sold-out-tail",
+    ])
+    .await;
+    assert!(tail.status.success());
+    let tail_ticks = cpu_ticks(origin.pid()) + cpu_ticks(redis_pid(&redis).await) - ticks_before;
+    std::fs::write(
+        out.path().join("sold-out-tail-serving-ticks.txt"),
+        format!("{tail_ticks}\n"),
+    )
+    .unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", origin.pid())).unwrap();
+    let peak_kib: i64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    std::fs::write(
+        out.path().join("origin-peak-rss-kib.txt"),
+        format!("{peak_kib}\n"),
+    )
+    .unwrap();
+
+    let buy_path = read_json(&out.path().join("buy-path.json"));
+    let sold_out_tail = read_json(&out.path().join("sold-out-tail.json"));
+    let buy_rps = buy_path["summary"]["requests_per_second"].as_f64().unwrap();
+    let tail_rps = sold_out_tail["summary"]["requests_per_second"]
+        .as_f64()
+        .unwrap();
+    let ceiling_csv = String::from_utf8(ceiling.stdout).unwrap();
+    let ceiling_rps: f64 = ceiling_csv
+        .lines()
+        .last()
+        .unwrap()
+        .split(',')
+        .nth(1)
+        .unwrap()
+        .trim_matches('"')
+        .parse()
+        .unwrap();
+
+    // Single fields, as scripts/bench reads them.
+    let path = out.path().join("buy-path.json");
+    let path = path.to_str().unwrap();
+    let field = bench(&["field", path, "/summary/requests_per_second"]).await;
+    assert_eq!(stdout_of(&field).parse::<f64>().unwrap(), buy_rps);
+    let rounded = bench(&["field", path, "/summary/requests_per_second", "--round"]).await;
+    assert_eq!(
+        stdout_of(&rounded),
+        format!("{}", buy_rps.round_ties_even())
+    );
+    let product = bench(&["field", path, "/product_id"]).await;
+    assert_eq!(stdout_of(&product), buy_path["product_id"].to_string());
+    let csv = out.path().join("ceiling.csv");
+    let rps = bench(&["field", csv.to_str().unwrap(), "rps"]).await;
+    assert_eq!(stdout_of(&rps).parse::<f64>().unwrap(), ceiling_rps);
+    let missing = bench(&["field", path, "/summary/no_such_field"]).await;
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("has no /summary/no_such_field"));
+
+    // The summary: what the run measured, and nothing it did not.
+    let summary = bench(&["summary", "--results", out_dir, "--clock-ticks", "100"]).await;
+    assert!(summary.status.success());
+    let table = std::fs::read_to_string(out.path().join("summary.md")).unwrap();
+    assert_eq!(String::from_utf8_lossy(&summary.stdout), table);
+    assert!(table.starts_with("| measure | figure | ratio |\n|---|---|---|\n"));
+    assert_eq!(table.lines().count(), 2 + 5, "{table}");
+    let (figure, _) = summary_row(&table, "redis-benchmark ceiling (reserve script");
+    assert!(
+        (leading_number(figure) - ceiling_rps).abs() <= 0.5,
+        "{figure}"
+    );
+    let (figure, ratio) = summary_row(&table, "buy path, this project");
+    assert!((leading_number(figure) - buy_rps).abs() <= 0.5, "{figure}");
+    assert!(ratio.ends_with("× ceiling"));
+    assert!(
+        (leading_number(ratio) - buy_rps / ceiling_rps).abs() <= 0.005,
+        "{ratio}"
+    );
+    let (figure, ratio) = summary_row(&table, "sold-out tail");
+    assert!((leading_number(figure) - tail_rps).abs() <= 0.5, "{figure}");
+    assert!(
+        (leading_number(ratio) - tail_rps / buy_rps).abs() <= 0.05,
+        "{ratio}"
+    );
+    let (figure, _) = summary_row(&table, "origin peak memory");
+    assert_eq!(figure, format!("{:.0} MiB", peak_kib as f64 / 1024.0));
+    // CPU per request: the serving side's ticks over the run's requests.
+    let us_per_request = |ticks: u64, run: &serde_json::Value| {
+        format!(
+            "{:.1}",
+            ticks as f64 / 100.0 * 1e6 / run["summary"]["requests"].as_f64().unwrap()
+        )
+    };
+    let (figure, _) = summary_row(&table, "origin + Redis CPU per request");
+    assert_eq!(
+        figure,
+        format!(
+            "{} µs / {} µs",
+            us_per_request(ticks, &buy_path),
+            us_per_request(tail_ticks, &sold_out_tail)
+        )
+    );
+    let left_out = String::from_utf8_lossy(&summary.stderr);
+    for row in [
+        "sync-db-postgres: no",
+        "HTTP floor: no",
+        "half of peak: no",
+        "drain into sqlite, batches of 200: no",
+        "mixed load: no",
+        "edge tail: no",
+    ] {
+        assert!(
+            left_out.contains(&format!("summary: left out {row}")),
+            "{row}: {left_out}"
+        );
+    }
+
+    // The origin's buy counter: the rush's 200 buys, the tail's 300 and the
+    // 2 that sold out its one-unit sale.
+    let metrics = format!("{}/metrics", origin.url());
+    let route = "route=/api/seckill/{product_id}/orders";
+    let buys = bench(&["metric", &metrics, "http_requests_total", "--label", route]).await;
+    assert!(buys.status.success());
+    assert_eq!(stdout_of(&buys), "502");
+    let accepted = bench(&[
+        "metric",
+        &metrics,
+        "http_requests_total",
+        "--label",
+        route,
+        "--label",
+        "status=202",
+    ])
+    .await;
+    assert_eq!(stdout_of(&accepted), "51");
+
+    let port = bench(&["free-port"]).await;
+    let port: u16 = stdout_of(&port).parse().expect("a port number");
+    std::net::TcpListener::bind(("127.0.0.1", port)).expect("the free port can be bound");
+
+    // Drain and audit find the product and its accepted buys in the file.
+    let drain = bench(&[
+        "drain",
+        "--results",
+        path,
+        "--database-url",
+        db.url(),
+        "--out",
+        out_dir,
+        "--name",
+        "drain",
+    ])
+    .await;
+    assert!(drain.status.success());
+    let drained = read_json(&out.path().join("drain.json"));
+    assert_eq!(drained["expected"], 50);
+    assert_eq!(drained["written"], 50);
+    let audit = bench(&[
+        "audit",
+        "--results",
+        path,
+        "--database-url",
+        db.url(),
+        "--redis-url",
+        &redis_url,
+    ])
+    .await;
+    assert!(audit.status.success());
+    assert_eq!(stdout_of(&audit).matches("PASS").count(), 5);
+    // A tail of an already sold-out product accepted nothing: nothing to drain.
+    let named_tail = bench(&[
+        "tail",
+        "--url",
+        origin.url(),
+        "--product",
+        &buy_path["product_id"].to_string(),
+        "--requests",
+        "20",
+        "--concurrency",
+        "2",
+        "--out",
+        out_dir,
+        "--name",
+        "named-tail",
+    ])
+    .await;
+    assert!(named_tail.status.success());
+    let nothing = bench(&[
+        "drain",
+        "--results",
+        out.path().join("named-tail.json").to_str().unwrap(),
+        "--database-url",
+        db.url(),
+    ])
+    .await;
+    assert_eq!(nothing.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&nothing.stderr);
+    assert!(
+        stderr.contains("was accepted, nothing to drain"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("\"409\":20"), "{stderr}");
+}
+
+/// The pid of a test's redis-server, from Redis itself.
+async fn redis_pid(redis: &RedisServer) -> u32 {
+    let mut conn = redis.connection().await;
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|line| line.strip_prefix("process_id:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// The demo sale scripts/run creates: ten units opening a minute from now
+/// for an hour, reused by the next run while its countdown runs, replaced
+/// once it has opened (or when the remembered product is gone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_sale_is_reused_while_its_countdown_runs() {
+    let redis = RedisServer::start().await;
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    let origin = Origin::start(OriginOptions::new("bench_demo_sale", &redis, &db)).await;
+    let dir = ScratchDir::new("demo-sale");
+    let remember = dir.path().join("demo-product");
+    let remember_arg = remember.to_str().unwrap();
+    let demo_sale = || async {
+        bench(&[
+            "demo-sale",
+            "--url",
+            origin.url(),
+            "--remember",
+            remember_arg,
+        ])
+        .await
+    };
+
+    let first = demo_sale().await;
+    assert!(first.status.success());
+    let product: i64 = stdout_of(&first).parse().expect("a product id");
+    assert!(String::from_utf8_lossy(&first.stderr).contains("created the demo sale"));
+    assert_eq!(
+        std::fs::read_to_string(&remember).unwrap().trim(),
+        product.to_string()
+    );
+    let view = origin.api().product(product).await;
+    assert_eq!(view.name, "Demo phone");
+    assert_eq!((view.price_cents, view.flash_price_cents), (99_900, 9_900));
+    assert_eq!(view.stock_total, 10);
+    let now = seckill_tests::client::unix_now();
+    assert!(
+        (view.starts_at - (now + 60)).abs() <= 2,
+        "{} vs {now}",
+        view.starts_at
+    );
+    assert_eq!(view.ends_at, view.starts_at + 3_600);
+
+    let second = demo_sale().await;
+    assert!(second.status.success());
+    assert_eq!(stdout_of(&second), product.to_string(), "reused");
+    assert!(String::from_utf8_lossy(&second.stderr).contains("reusing the demo sale"));
+
+    // A remembered sale that has opened is replaced by a new countdown.
+    let opened = origin
+        .api()
+        .create_sale(&seckill_tests::Sale::open(10))
+        .await
+        .product_id
+        .get();
+    std::fs::write(&remember, format!("{opened}\n")).unwrap();
+    let third = demo_sale().await;
+    assert!(third.status.success());
+    let replacement: i64 = stdout_of(&third).parse().unwrap();
+    assert!(replacement != opened && replacement != product);
+    assert_eq!(
+        std::fs::read_to_string(&remember).unwrap().trim(),
+        replacement.to_string()
+    );
+    assert!(origin.api().product(replacement).await.starts_at > seckill_tests::client::unix_now());
+
+    // A product that does not exist is replaced too.
+    std::fs::write(&remember, "999999\n").unwrap();
+    let fourth = demo_sale().await;
+    let fresh: i64 = stdout_of(&fourth).parse().unwrap();
+    assert!(fresh != replacement && fresh != 999_999);
+
+    // Without the right admin token nothing is created and the run fails.
+    std::fs::remove_file(&remember).unwrap();
+    let refused = bench_as(
+        &[
+            "demo-sale",
+            "--url",
+            origin.url(),
+            "--remember",
+            remember_arg,
+            "--admin-token",
+            "wrong",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("answered 401"));
+    assert!(!remember.exists());
+}
