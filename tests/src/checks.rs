@@ -4,7 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use seckill_shared::keys::{RedisKeys, ORDER_GROUP};
+use redis::AsyncCommands;
+use seckill_shared::keys::{RedisKeys, RegistryGroup, ORDER_GROUP};
 use seckill_shared::ProductId;
 use sqlx::AnyPool;
 use tokio::sync::Semaphore;
@@ -18,6 +19,28 @@ pub fn keys() -> RedisKeys {
 
 pub fn pid(id: i64) -> ProductId {
     ProductId::new(id).unwrap()
+}
+
+/// The registry group of a product (its registry, sold-out and deadline keys).
+pub fn group(id: i64) -> RegistryGroup {
+    RegistryGroup::of(pid(id))
+}
+
+/// Payment deadlines scheduled, over every registry group, with a score
+/// of at least `from_ms` (`0`: all of them).
+pub async fn deadlines_from<C>(conn: &mut C, from_ms: i64) -> u64
+where
+    C: redis::aio::ConnectionLike + Send + Sync,
+{
+    let mut total = 0;
+    for group in RegistryGroup::all() {
+        let count: u64 = conn
+            .zcount(keys().pay_deadlines(group), from_ms, "+inf")
+            .await
+            .expect("ZCOUNT of a deadline set");
+        total += count;
+    }
+    total
 }
 
 /// One buy's outcome: `(member, status, error code)`.

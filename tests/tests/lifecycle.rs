@@ -10,7 +10,8 @@ use rand::Rng;
 use redis::AsyncCommands;
 use seckill_shared::api::ResultStatus;
 use seckill_tests::checks::{
-    buy_all, keys, orders, pid, redis_stock, sold_out_refusals, stock_available, wait_for_orders,
+    buy_all, deadlines_from, keys, orders, pid, redis_stock, sold_out_refusals, stock_available,
+    wait_for_orders,
 };
 use seckill_tests::client::{unix_now_ms, Api};
 use seckill_tests::proxy::TcpProxy;
@@ -147,10 +148,14 @@ async fn pay_races_the_deadline(backend: Backend) {
     );
     assert_eq!(returned_count(&mut conn, product).await, cancelled as u64);
     // Pollers finish clearing the deadlines they claimed.
-    eventually(Duration::from_secs(5), "no deadline to be left behind", || {
-        let mut conn = conn.clone();
-        async move { (conn.zcard::<_, u64>(keys().pay_deadlines()).await.ok()? == 0).then_some(()) }
-    })
+    eventually(
+        Duration::from_secs(5),
+        "no deadline to be left behind",
+        || {
+            let mut conn = conn.clone();
+            async move { (deadlines_from(&mut conn, 0).await == 0).then_some(()) }
+        },
+    )
     .await;
 }
 
@@ -401,11 +406,8 @@ async fn killed_poller_claims_are_retried(backend: Backend) {
             let mut conn = conn.clone();
             async move {
                 let now_ms = unix_now_ms();
-                let later: u64 = conn
-                    .zcount(keys().pay_deadlines(), now_ms, "+inf")
-                    .await
-                    .ok()?;
-                let total: u64 = conn.zcard(keys().pay_deadlines()).await.ok()?;
+                let later = deadlines_from(&mut conn, now_ms).await;
+                let total = deadlines_from(&mut conn, 0).await;
                 (total == 20 && later == 20).then_some(())
             }
         },
@@ -449,7 +451,7 @@ async fn killed_poller_claims_are_retried(backend: Backend) {
             .await,
         20.0
     );
-    let left: u64 = conn.zcard(keys().pay_deadlines()).await.unwrap();
+    let left = deadlines_from(&mut conn, 0).await;
     assert_eq!(left, 0);
 }
 

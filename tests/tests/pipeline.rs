@@ -11,7 +11,7 @@ use redis::AsyncCommands;
 use seckill_shared::api::ResultStatus;
 use seckill_shared::keys::ORDER_GROUP;
 use seckill_tests::checks::{
-    buy_all, keys, orders, pending, pid, stock_available, wait_for_orders,
+    buy_all, deadlines_from, group, keys, orders, pending, pid, stock_available, wait_for_orders,
 };
 use seckill_tests::redis_server::Persistence;
 use seckill_tests::{
@@ -73,7 +73,7 @@ async fn thousand_reservations_become_thousand_orders(backend: Backend) {
         0,
         "everything acknowledged"
     );
-    let deadlines: u64 = conn.zcard(keys().pay_deadlines()).await.unwrap();
+    let deadlines = deadlines_from(&mut conn, 0).await;
     assert_eq!(
         deadlines, 1_000,
         "every order has a payment deadline scheduled"
@@ -340,7 +340,7 @@ async fn poison_messages_are_dead_lettered_and_their_stock_returned_once() {
         .await
         .unwrap();
     let _: String = conn.xadd(keys().orders(ghost), "*", &fields).await.unwrap();
-    let _: () = conn.sadd(keys().products(), 999).await.unwrap();
+    let _: () = conn.sadd(keys().products(group(999)), 999).await.unwrap();
 
     let dead_letters = |conn: redis::aio::MultiplexedConnection| async move {
         let mut conn = conn;

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use redis::aio::ConnectionManager;
+use super::Conn;
 use redis::{RedisError, RedisResult, Script, Value};
 use seckill_shared::keys::RedisKeys;
 use seckill_shared::{MemberId, ProductId};
@@ -45,7 +45,7 @@ pub(super) struct ReserveBatcher {
 
 impl ReserveBatcher {
     /// Starts the batching task (inside the Tokio runtime).
-    pub(super) fn start(conn: ConnectionManager, keys: RedisKeys) -> Self {
+    pub(super) fn start(conn: Conn, keys: RedisKeys) -> Self {
         let (queue, waiting) = mpsc::unbounded_channel();
         tokio::spawn(run(waiting, conn, keys, Arc::new(Script::new(RESERVE_LUA))));
         Self { queue }
@@ -72,7 +72,7 @@ impl ReserveBatcher {
 
 async fn run(
     mut waiting: mpsc::UnboundedReceiver<Waiting>,
-    conn: ConnectionManager,
+    conn: Conn,
     keys: RedisKeys,
     script: Arc<Script>,
 ) {
@@ -115,7 +115,7 @@ async fn run(
 
 /// One script call for one item's waiting buys; answers each of them.
 async fn call(
-    mut conn: ConnectionManager,
+    mut conn: Conn,
     keys: &RedisKeys,
     script: &Script,
     product: ProductId,

@@ -7,7 +7,7 @@
 //! member holds: see `MemberState`), the returned-stock set (reservations
 //! whose unit came back, so none comes back twice) and the applied
 //! stock-edit ledger; and, across products, the registry of live products
-//! that consumers and pollers iterate. Stock only changes inside scripts:
+//! that consumers and pollers iterate (one set per registry group). Stock only changes inside scripts:
 //! `reserve.lua` (through the batcher), `release.lua`, `adjust_stock.lua`
 //! and `repair_stock.lua`. The reserve and release scripts also write the
 //! product's order and dead-letter streams, in the same atomic call.
@@ -15,7 +15,7 @@
 use std::sync::Arc;
 
 use redis::{AsyncCommands, RedisResult, Script};
-use seckill_shared::keys::{MemberState, ORDER_GROUP};
+use seckill_shared::keys::{MemberState, RegistryGroup, ORDER_GROUP};
 use seckill_shared::{MemberId, OrderId, ProductId};
 
 use super::order_streams::QueueProgress;
@@ -195,7 +195,12 @@ impl Stock {
     pub async fn unload(&self, product: ProductId) -> RedisResult<()> {
         let mut conn = self.redis.connection();
         let _: () = conn.del(self.all_keys(product)).await?;
-        conn.srem(self.redis.keys.products(), product.get()).await
+        conn.srem(self.registry(product), product.get()).await
+    }
+
+    /// The registry set of the product's group.
+    fn registry(&self, product: ProductId) -> String {
+        self.redis.keys.products(RegistryGroup::of(product))
     }
 
     fn product_keys(&self, product: ProductId) -> [String; 5] {
@@ -228,7 +233,7 @@ impl Stock {
             // The registry spans products, so it is a command of its own;
             // it goes first, so an item is never live without being listed
             // (a listed item that is not live costs nothing).
-            let _: () = conn.sadd(self.redis.keys.products(), product.get()).await?;
+            let _: () = conn.sadd(self.registry(product), product.get()).await?;
         }
         let mut call = self.scripts.preheat.prepare_invoke();
         for key in self.product_keys(product) {
@@ -306,15 +311,19 @@ impl Stock {
             .await
     }
 
-    /// Live product ids (the registry preheat maintains), in id order.
+    /// Live product ids (the registry preheat maintains), in id order: one
+    /// `SMEMBERS` per group, sent together. While some groups' shard is
+    /// failing over, the products of the others are still listed.
     pub async fn live_products(&self) -> RedisResult<Vec<ProductId>> {
-        let ids: Vec<i64> = self
-            .redis
-            .connection()
-            .smembers(self.redis.keys.products())
-            .await?;
-        let mut ids: Vec<ProductId> = ids
+        let reads = RegistryGroup::all().map(|group| {
+            let mut conn = self.redis.connection();
+            let key = self.redis.keys.products(group);
+            async move { conn.smembers::<_, Vec<i64>>(key).await }
+        });
+        let groups = super::any_answered(futures::future::join_all(reads).await)?;
+        let mut ids: Vec<ProductId> = groups
             .into_iter()
+            .flatten()
             .filter_map(|id| ProductId::new(id).ok())
             .collect();
         ids.sort();
@@ -348,11 +357,14 @@ impl Stock {
         if products.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for product in products {
-            pipe.hget(self.redis.keys.item(*product), "stock");
-        }
-        pipe.query_async(&mut self.redis.connection()).await
+        // One command per item (they may live on different shards), sent
+        // together on the multiplexed connection.
+        let reads = products.iter().map(|product| {
+            let mut conn = self.redis.connection();
+            let key = self.redis.keys.item(*product);
+            async move { conn.hget::<_, _, Option<i64>>(key, "stock").await }
+        });
+        futures::future::join_all(reads).await.into_iter().collect()
     }
 
     /// Applies one stock edit to live stock, at most once (see `adjust_stock.lua`).
