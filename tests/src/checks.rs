@@ -101,7 +101,10 @@ pub async fn stock_available(pool: &AnyPool, product: i64) -> i64 {
 }
 
 /// Redis' live stock of `product`.
-pub async fn redis_stock(conn: &mut redis::aio::MultiplexedConnection, product: i64) -> i64 {
+pub async fn redis_stock<C>(conn: &mut C, product: i64) -> i64
+where
+    C: redis::aio::ConnectionLike + Send + Sync,
+{
     redis::cmd("HGET")
         .arg(keys().item(pid(product)))
         .arg("stock")
@@ -138,7 +141,10 @@ pub async fn wait_for_orders(
 }
 
 /// Entries of `product`'s order stream delivered but not acknowledged.
-pub async fn pending(conn: &mut redis::aio::MultiplexedConnection, product: i64) -> u64 {
+pub async fn pending<C>(conn: &mut C, product: i64) -> u64
+where
+    C: redis::aio::ConnectionLike + Send + Sync,
+{
     let summary: redis::Value = redis::cmd("XPENDING")
         .arg(keys().orders(pid(product)))
         .arg(ORDER_GROUP)

@@ -14,8 +14,8 @@ use seckill_tests::checks::{keys, pid, rush, sold_out_refusals};
 use seckill_tests::client::unix_now;
 use seckill_tests::redis_server::Persistence;
 use seckill_tests::{
-    eventually, Api, AppSettings, Backend, Origin, OriginOptions, RedisServer, Sale, TestApp,
-    TestDatabase,
+    eventually, Api, AppSettings, Backend, Origin, OriginOptions, RedisBackend, RedisServer, Sale,
+    TestApp, TestDatabase, TestRedis,
 };
 use serde_json::json;
 
@@ -23,6 +23,11 @@ use serde_json::json;
 /// [`AppSettings::quiet`]).
 async fn quiet_app(redis: &RedisServer, db: &TestDatabase) -> TestApp {
     TestApp::start(redis.url(), db, AppSettings::new().quiet()).await
+}
+
+/// The same on one Redis or a cluster.
+async fn quiet_app_on(redis: &TestRedis, db: &TestDatabase) -> TestApp {
+    TestApp::start_on(redis, db, AppSettings::new().quiet()).await
 }
 
 /// The same as an origin process, for the tests that stop and start it.
@@ -37,10 +42,10 @@ async fn origin_without_consumers(label: &str, redis: &RedisServer, db: &TestDat
     .await
 }
 
-async fn exact_sell_out(backend: Backend) {
-    let redis = RedisServer::start().await;
+async fn exact_sell_out(backend: Backend, redis: RedisBackend) {
+    let redis = TestRedis::start(redis).await;
     let db = TestDatabase::create(backend).await;
-    let origin = quiet_app(&redis, &db).await;
+    let origin = quiet_app_on(&redis, &db).await;
     let api = origin.api();
     let product = api.create_sale(&Sale::open(100)).await.product_id.get();
 
@@ -96,19 +101,23 @@ async fn exact_sell_out(backend: Backend) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exact_sell_out_sqlite() {
-    exact_sell_out(Backend::Sqlite).await;
+    exact_sell_out(Backend::Sqlite, RedisBackend::Single).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exact_sell_out_postgres() {
-    exact_sell_out(Backend::Postgres).await;
+    exact_sell_out(Backend::Postgres, RedisBackend::Single).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sold_out_buys_are_answered_without_redis() {
-    let redis = RedisServer::start().await;
+async fn exact_sell_out_postgres_on_a_cluster() {
+    exact_sell_out(Backend::Postgres, RedisBackend::Cluster).await;
+}
+
+async fn sold_out_buys_are_answered_without_redis(redis: RedisBackend) {
+    let redis = TestRedis::start(redis).await;
     let db = TestDatabase::create(Backend::Sqlite).await;
-    let origin = quiet_app(&redis, &db).await;
+    let origin = quiet_app_on(&redis, &db).await;
     let api = origin.api();
     let product = api.create_sale(&Sale::open(5)).await.product_id.get();
     for member in 1..=5 {
@@ -140,6 +149,16 @@ async fn sold_out_buys_are_answered_without_redis() {
     assert_eq!(snapshot.status, 200);
     assert_eq!(snapshot.body["sold_out"], json!([product]));
     assert!(snapshot.body["version"].as_u64().unwrap() >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sold_out_buys_are_answered_without_redis_single() {
+    sold_out_buys_are_answered_without_redis(RedisBackend::Single).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sold_out_buys_are_answered_without_redis_on_a_cluster() {
+    sold_out_buys_are_answered_without_redis(RedisBackend::Cluster).await;
 }
 
 async fn restart_keeps_live_stock(backend: Backend) {
@@ -430,11 +449,10 @@ async fn demo_login_is_absent_unless_enabled() {
     assert_eq!((reply.status, reply.error()), (404, Some("not_found")));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn buys_outside_the_sale_window_are_refused() {
-    let redis = RedisServer::start().await;
+async fn buys_outside_the_sale_window_are_refused(redis: RedisBackend) {
+    let redis = TestRedis::start(redis).await;
     let db = TestDatabase::create(Backend::Sqlite).await;
-    let origin = quiet_app(&redis, &db).await;
+    let origin = quiet_app_on(&redis, &db).await;
     let api = origin.api();
     let now = unix_now();
     let later = api
@@ -470,6 +488,16 @@ async fn buys_outside_the_sale_window_are_refused() {
         let stock: i64 = conn.hget(keys().item(pid(product)), "stock").await.unwrap();
         assert_eq!(stock, expected, "product {product}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buys_outside_the_sale_window_are_refused_single() {
+    buys_outside_the_sale_window_are_refused(RedisBackend::Single).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buys_outside_the_sale_window_are_refused_on_a_cluster() {
+    buys_outside_the_sale_window_are_refused(RedisBackend::Cluster).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,8 +15,8 @@ use seckill_tests::checks::{
 };
 use seckill_tests::redis_server::Persistence;
 use seckill_tests::{
-    eventually, AppSettings, Backend, Origin, OriginOptions, RedisServer, Sale, TestApp,
-    TestDatabase, TestWorker,
+    eventually, AppSettings, Backend, Origin, OriginOptions, RedisBackend, RedisServer, Sale,
+    TestApp, TestDatabase, TestRedis, TestWorker,
 };
 use tokio::sync::Semaphore;
 
@@ -35,10 +35,11 @@ fn worker(label: &str, redis: &RedisServer, db: &TestDatabase) -> OriginOptions 
     OriginOptions::new(label, redis, db).arg("worker")
 }
 
-async fn thousand_reservations_become_thousand_orders(backend: Backend) {
-    let redis = RedisServer::start().await;
+async fn thousand_reservations_become_thousand_orders(backend: Backend, redis: RedisBackend) {
+    let redis = TestRedis::start(redis).await;
     let db = TestDatabase::create(backend).await;
-    let buyer = buyer(&redis, &db).await;
+    let buyer =
+        TestApp::start_on(&redis, &db, AppSettings::new().set("SECKILL_CONSUMERS", 0)).await;
     let api = buyer.api();
     let product = api.create_sale(&Sale::open(1_000)).await.product_id.get();
     let queued = buy_all(&api, product, 1..=1_000).await;
@@ -47,8 +48,8 @@ async fn thousand_reservations_become_thousand_orders(backend: Backend) {
     // Order writing runs in workers of its own, two consumers each.
     let two_consumers = || AppSettings::new().set("SECKILL_CONSUMERS", 2);
     let _workers = tokio::join!(
-        TestWorker::start(redis.url(), &db, two_consumers()),
-        TestWorker::start(redis.url(), &db, two_consumers()),
+        TestWorker::start(redis.url(), &db, redis.settings(two_consumers())),
+        TestWorker::start(redis.url(), &db, redis.settings(two_consumers())),
     );
     let pool = db.pool().await;
     let rows = wait_for_orders(&pool, product, 1_000).await;
@@ -82,12 +83,17 @@ async fn thousand_reservations_become_thousand_orders(backend: Backend) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_reservations_become_thousand_orders_sqlite() {
-    thousand_reservations_become_thousand_orders(Backend::Sqlite).await;
+    thousand_reservations_become_thousand_orders(Backend::Sqlite, RedisBackend::Single).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_reservations_become_thousand_orders_postgres() {
-    thousand_reservations_become_thousand_orders(Backend::Postgres).await;
+    thousand_reservations_become_thousand_orders(Backend::Postgres, RedisBackend::Single).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_reservations_become_thousand_orders_postgres_on_a_cluster() {
+    thousand_reservations_become_thousand_orders(Backend::Postgres, RedisBackend::Cluster).await;
 }
 
 async fn killed_worker_loses_nothing(backend: Backend) {
