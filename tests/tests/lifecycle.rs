@@ -16,8 +16,8 @@ use seckill_tests::checks::{
 use seckill_tests::client::{unix_now_ms, Api};
 use seckill_tests::proxy::TcpProxy;
 use seckill_tests::{
-    eventually, AppSettings, Backend, Origin, OriginOptions, RedisServer, Sale, TestApp,
-    TestDatabase,
+    eventually, AppSettings, Backend, Origin, OriginOptions, RedisBackend, RedisServer, Sale,
+    TestApp, TestDatabase, TestRedis,
 };
 use sqlx::AnyPool;
 
@@ -251,15 +251,16 @@ async fn unpaid_orders_are_cancelled_on_time_and_paid_ones_never() {
     assert_eq!(pay(&api, again, member).await, (200, None));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sold_out_flags_follow_across_three_origins() {
-    let redis = RedisServer::start().await;
+/// On a cluster the broadcast is sharded pub/sub (`SPUBLISH` to the
+/// product's registry group, `SSUBSCRIBE` on every node).
+async fn sold_out_flags_follow_across_three_origins(redis: RedisBackend) {
+    let redis = TestRedis::start(redis).await;
     let db = TestDatabase::create(Backend::Sqlite).await;
     // Flags that would otherwise last a minute: only the broadcast can
     // explain a node changing its mind within seconds.
     let start = || {
-        TestApp::start(
-            redis.url(),
+        TestApp::start_on(
+            &redis,
             &db,
             AppSettings::new()
                 .set("SECKILL_SOLDOUT_TTL_MS", 60_000)
@@ -315,6 +316,16 @@ async fn sold_out_flags_follow_across_three_origins() {
             "accepted {waited} ms after the cancellation"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sold_out_flags_follow_across_three_origins_single() {
+    sold_out_flags_follow_across_three_origins(RedisBackend::Single).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sold_out_flags_follow_across_three_origins_on_a_cluster() {
+    sold_out_flags_follow_across_three_origins(RedisBackend::Cluster).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
