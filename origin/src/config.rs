@@ -18,6 +18,7 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use seckill_shared::keys::RedisKeys;
 use seckill_shared::token::TokenSecret;
 
+use crate::store::redis::stock::ReplicaAcks;
 use crate::store::redis::RedisTarget;
 use crate::telemetry::LogFormat;
 
@@ -83,6 +84,12 @@ pub struct Config {
     /// seconds after which an unpaid order is cancelled
     #[arg(long, env = "SECKILL_PAY_TIMEOUT_S", default_value = "1200", value_parser = clap::value_parser!(u64).range(1..=7 * 86_400))]
     pub pay_timeout_s: u64,
+    /// replicas of the item's shard that must confirm a buy (`WAIT`) before it is answered 202; `0`: do not wait
+    #[arg(long, env = "SECKILL_REDIS_REPLICA_ACKS", default_value = "0", value_parser = clap::value_parser!(u16).range(0..=16))]
+    pub redis_replica_acks: u16,
+    /// how long (ms) a buy waits for those replicas before it is answered `outcome_unknown`
+    #[arg(long, env = "SECKILL_REDIS_REPLICA_WAIT_MS", default_value = "200", value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub redis_replica_wait_ms: u64,
     /// namespaces every Redis key
     #[arg(long, env = "SECKILL_KEY_PREFIX", default_value = "seckill:", value_parser = key_prefix)]
     pub key_prefix: RedisKeys,
@@ -280,6 +287,13 @@ impl Config {
         match &self.redis_cluster_nodes {
             Some(nodes) => RedisTarget::Cluster(nodes.0.clone()),
             None => RedisTarget::Single(self.redis_url.clone()),
+        }
+    }
+
+    pub fn replica_acks(&self) -> ReplicaAcks {
+        ReplicaAcks {
+            replicas: self.redis_replica_acks,
+            timeout: Duration::from_millis(self.redis_replica_wait_ms),
         }
     }
 

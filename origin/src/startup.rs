@@ -67,7 +67,7 @@ impl Stores {
             },
         )?;
         Ok(Self {
-            stock: Stock::new(redis.clone()),
+            stock: Stock::new(redis.clone(), config.replica_acks()),
             streams: OrderStreams::new(redis.clone()),
             deadlines: PaymentDeadlines::new(redis.clone()),
             db,

@@ -163,6 +163,12 @@ impl RedisKeys {
         self.product_key(product, "stock-changes")
     }
 
+    /// One reserve call's reply, kept briefly so the same call arriving
+    /// twice (resent after an I/O error) answers what it decided.
+    pub fn reserve_reply(&self, product: ProductId, call: &str) -> String {
+        self.product_key(product, &format!("reply:{call}"))
+    }
+
     /// Stream of captured catalogue changes, fed by the change relay.
     pub fn product_changes(&self) -> String {
         format!("{}product-changes", self.prefix)

@@ -1,15 +1,20 @@
 //! The origin on a real Redis Cluster (three primaries, three replicas,
 //! started by the test): many products spread over every shard rushed at
-//! once, and what `/readyz` says of the cluster. The suites shared with
+//! once, what `/readyz` says of the cluster, and a primary killed in the
+//! middle of a rush. The suites shared with
 //! one Redis (hot path, pipeline, lifecycle) run their cluster variants in
 //! their own files.
 
 use std::collections::{BTreeMap, HashSet};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use seckill_tests::checks::{keys, orders, pid, redis_stock, rush, stock_available};
+use seckill_tests::checks::{
+    deadlines_from, keys, orders, pid, redis_stock, rush, stock_available,
+};
 use seckill_tests::{
-    eventually, AppSettings, Backend, RedisCluster, Sale, TestApp, TestDatabase, TestRedis,
+    eventually, Api, AppSettings, Backend, RedisCluster, Sale, TestApp, TestDatabase, TestRedis,
 };
 
 const PRODUCTS: usize = 30;
@@ -122,4 +127,195 @@ async fn products_by_shard(cluster: &RedisCluster, products: &[i64]) -> BTreeMap
         shards.entry(port).or_default().push(product);
     }
     shards
+}
+
+/// One buy of a rush: `(product, member, status, error code, sent, answered)`.
+type TimedOutcome = (i64, i64, u16, Option<String>, Instant, Instant);
+
+/// Buys `product` with fresh members, `concurrency` at a time, until a
+/// buy is answered sold out (or `deadline`), recording every answer.
+async fn rush_until_sold_out(
+    api: Api,
+    product: i64,
+    concurrency: usize,
+    deadline: Instant,
+) -> Vec<TimedOutcome> {
+    let next = Arc::new(AtomicI64::new(1));
+    let sold_out = Arc::new(AtomicBool::new(false));
+    let buyers = (0..concurrency).map(|_| {
+        let (api, next, sold_out) = (api.clone(), next.clone(), sold_out.clone());
+        async move {
+            let mut seen = Vec::new();
+            while !sold_out.load(Ordering::Relaxed) && Instant::now() < deadline {
+                let member = product * 100_000 + next.fetch_add(1, Ordering::Relaxed);
+                let sent = Instant::now();
+                let reply = api.buy(product, member).await;
+                let code = reply.error().map(str::to_string);
+                if code.as_deref() == Some("sold_out") {
+                    sold_out.store(true, Ordering::Relaxed);
+                }
+                seen.push((product, member, reply.status, code, sent, Instant::now()));
+                if reply.status >= 500 {
+                    // What a client does when the origin is briefly unavailable.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            seen
+        }
+    });
+    futures::future::join_all(buyers)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// A primary is SIGKILLed in the middle of a rush over nine products on
+/// three shards. The products of the other shards sell on without a single
+/// error; the failed shard's products are sold again within the node
+/// timeout plus a few seconds (its replica is promoted); no product is
+/// oversold, no member holds two orders of one product, and every 202 ends
+/// as an order (or, if the failover lost it, is counted and reported);
+/// every order has its member's result and its payment deadline in Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_killed_mid_rush_is_replaced_and_nothing_is_oversold() {
+    const STOCK: i64 = 150;
+    let redis = TestRedis::start(seckill_tests::RedisBackend::Cluster).await;
+    let TestRedis::Cluster(cluster) = &redis else {
+        unreachable!()
+    };
+    let db = TestDatabase::create(Backend::Postgres).await;
+    let settings = AppSettings::new()
+        .set("SECKILL_CONSUMERS", 2)
+        // Entries a consumer held when their primary died are taken over
+        // this soon (the default is 30 s).
+        .set("SECKILL_CLAIM_IDLE_MS", 2_000);
+    let app = TestApp::start_on(&redis, &db, settings).await;
+    let api = app.api();
+    let mut products = Vec::new();
+    let shards = loop {
+        products.push(api.create_sale(&Sale::open(STOCK)).await.product_id.get());
+        let shards = products_by_shard(cluster, &products).await;
+        if shards.len() == 3 && shards.values().all(|on| on.len() >= 3) {
+            break shards;
+        }
+    };
+    let (&victim, victim_products) = shards.iter().next().unwrap();
+    let victim_products: HashSet<i64> = victim_products.iter().copied().collect();
+
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let rushes: Vec<_> = products
+        .iter()
+        .map(|&product| tokio::spawn(rush_until_sold_out(api.clone(), product, 3, deadline)))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let mut cluster_handle = match redis {
+        TestRedis::Cluster(cluster) => cluster,
+        TestRedis::Single(_) => unreachable!(),
+    };
+    cluster_handle.kill(victim);
+    let killed_at = Instant::now();
+    let mut outcomes: Vec<TimedOutcome> = Vec::new();
+    for rush in rushes {
+        outcomes.extend(rush.await.unwrap());
+    }
+
+    let pool = db.pool().await;
+    let mut by_product: BTreeMap<i64, Vec<&TimedOutcome>> = BTreeMap::new();
+    for outcome in &outcomes {
+        by_product.entry(outcome.0).or_default().push(outcome);
+    }
+    let mut lost = 0;
+    for (&product, answers) in &by_product {
+        let accepted: HashSet<i64> = answers.iter().filter(|o| o.2 == 202).map(|o| o.1).collect();
+        assert!(
+            answers.iter().any(|o| o.3.as_deref() == Some("sold_out")),
+            "product {product} sells out"
+        );
+        assert!(accepted.len() as i64 <= STOCK, "product {product} oversold");
+        if victim_products.contains(&product) {
+            let again = answers
+                .iter()
+                .filter(|o| o.2 == 202 && o.4 > killed_at)
+                .map(|o| o.5 - killed_at)
+                .min()
+                .expect("the failed shard sells again");
+            let errors = answers.iter().filter(|o| o.2 >= 500).count();
+            println!(
+                "failover: product {product} on the killed shard sold again after {again:?} \
+                 ({errors} answers 5xx meanwhile)"
+            );
+            assert!(
+                again
+                    < Duration::from_millis(seckill_tests::redis_cluster::NODE_TIMEOUT_MS)
+                        + Duration::from_secs(5),
+                "product {product} sold again {again:?} after the kill"
+            );
+        } else {
+            let errors: Vec<_> = answers.iter().filter(|o| o.2 >= 500).collect();
+            assert!(
+                errors.is_empty(),
+                "product {product} on a healthy shard: {} errors, first {:?}",
+                errors.len(),
+                errors.first()
+            );
+            assert_eq!(accepted.len() as i64, STOCK, "product {product}");
+        }
+        // Every order written, then nothing more: no 202 left in between.
+        let rows = eventually(
+            Duration::from_secs(30),
+            &format!("product {product}'s orders to settle"),
+            || {
+                let (pool, api, accepted) = (pool.clone(), api.clone(), accepted.clone());
+                async move {
+                    for &member in &accepted {
+                        let result = api.result(product, member).await;
+                        if result.status == seckill_shared::api::ResultStatus::Queued {
+                            return None;
+                        }
+                    }
+                    Some(orders(&pool, product).await)
+                }
+            },
+        )
+        .await;
+        assert!(
+            rows.len() as i64 <= STOCK,
+            "product {product}: {} orders",
+            rows.len()
+        );
+        let members: HashSet<i64> = rows.iter().map(|(_, member, _)| *member).collect();
+        assert_eq!(
+            members.len(),
+            rows.len(),
+            "product {product}: one order per member"
+        );
+        assert!(
+            members.is_subset(&accepted),
+            "product {product}: an order nobody was told of"
+        );
+        lost += accepted.difference(&members).count();
+    }
+    println!(
+        "failover: {lost} acknowledged reservations lost (SECKILL_REDIS_REPLICA_ACKS=0), \
+         {} buys answered",
+        outcomes.len()
+    );
+
+    // Every order's deadline is in Redis, on whatever shard now owns it.
+    cluster_handle.wait_until_healthy().await;
+    let conn = cluster_handle.connection().await;
+    let unpaid: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM orders WHERE status = 'unpaid'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "every order's deadline in redis",
+        || {
+            let mut conn = conn.clone();
+            async move { (deadlines_from(&mut conn, 0).await == unpaid.0 as u64).then_some(()) }
+        },
+    )
+    .await;
 }

@@ -603,15 +603,18 @@ async fn one_reserve_call_decides_each_member_of_a_batch_as_if_alone() {
         .unwrap();
 
     let reserve = redis::Script::new(seckill_origin::RESERVE_LUA);
-    let reply: Vec<String> = reserve
-        .key(&item)
-        .key(&members)
-        .key(&orders)
-        .arg(5)
-        .arg(&[7, 7, 11, 12, 8, 9, 12])
-        .invoke_async(&mut conn)
-        .await
-        .unwrap();
+    let call = |id: &str| {
+        let mut call = reserve.prepare_invoke();
+        call.key(&item)
+            .key(&members)
+            .key(&orders)
+            .key(keys().reserve_reply(pid(5), id))
+            .arg(5)
+            .arg(30_000)
+            .arg(&[7, 7, 11, 12, 8, 9, 12]);
+        call
+    };
+    let reply: Vec<String> = call("call-1").invoke_async(&mut conn).await.unwrap();
     assert_eq!(
         reply,
         ["each", "q:41:2", "a", "a", "q:42:1", "q:43:0", "x", "a"],
@@ -637,6 +640,20 @@ async fn one_reserve_call_decides_each_member_of_a_batch_as_if_alone() {
         .map(|e| (e.get("member").unwrap(), e.get("seq").unwrap()))
         .collect();
     assert_eq!(queued, [(7, 41), (12, 42), (8, 43)], "in arrival order");
+
+    // The same call arriving again (a client resending it after an I/O
+    // error) answers what it decided, so 7, 12 and 8 are told of their own
+    // reservations instead of being refused as already holding one; and
+    // it changes nothing.
+    let again: Vec<String> = call("call-1").invoke_async(&mut conn).await.unwrap();
+    assert_eq!(again, reply, "a resent call answers the first run's reply");
+    let entries: redis::streams::StreamRangeReply = conn.xrange_all(&orders).await.unwrap();
+    assert_eq!(entries.ids.len(), 3, "and queues nothing twice");
+    let item_after: HashMap<String, i64> = conn.hgetall(&item).await.unwrap();
+    assert_eq!(item_after, item_state);
+    // A new call for the same members is decided afresh.
+    let fresh: Vec<String> = call("call-2").invoke_async(&mut conn).await.unwrap();
+    assert_eq!(fresh, ["each", "a", "a", "a", "a", "a", "x", "a"]);
 }
 
 /// A request's id (as the edge sends it) is on every log line the origin

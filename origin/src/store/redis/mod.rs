@@ -93,6 +93,37 @@ impl ConnectionLike for Conn {
     }
 }
 
+impl Conn {
+    /// `WAIT replicas timeout` on the primary that owns `key`'s slot (on a
+    /// cluster, sent to all primaries it would answer the smallest count):
+    /// how many of its replicas have every write this connection sent it.
+    pub(super) async fn wait_for_replicas(
+        &mut self,
+        key: &str,
+        replicas: u16,
+        timeout: Duration,
+    ) -> redis::RedisResult<i64> {
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(replicas).arg(timeout.as_millis() as u64);
+        match self {
+            Self::Single(conn) => wait.query_async(conn).await,
+            Self::Cluster(conn) => {
+                let route = redis::cluster_routing::Route::with_key(
+                    key,
+                    redis::cluster_routing::SlotAddr::Master,
+                );
+                let acked = conn
+                    .route_command(
+                        wait,
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
+                    )
+                    .await?;
+                Ok(redis::from_redis_value(acked)?)
+            }
+        }
+    }
+}
+
 /// What `/readyz` reports about Redis.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RedisHealth {

@@ -19,6 +19,7 @@ use seckill_shared::keys::{MemberState, RegistryGroup, ORDER_GROUP};
 use seckill_shared::{MemberId, OrderId, ProductId};
 
 use super::order_streams::QueueProgress;
+pub use super::reserve_batcher::ReplicaAcks;
 use super::reserve_batcher::ReserveBatcher;
 use super::Redis;
 use crate::store::db::products::{LiveOrders, ProductRow};
@@ -35,7 +36,16 @@ fn script_integer(value: i64) -> i64 {
 /// What the reserve script decided for one member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReserveOutcome {
-    Queued { stock_left: i64, seq: i64 },
+    Queued {
+        stock_left: i64,
+        seq: i64,
+    },
+    /// Reserved on the primary, but fewer replicas than
+    /// `SECKILL_REDIS_REPLICA_ACKS` confirmed it in time: a failover now
+    /// could lose it, so the buyer cannot be promised it.
+    Unreplicated {
+        acked: i64,
+    },
     SoldOut,
     AlreadyOrdered,
     NotStarted,
@@ -127,8 +137,8 @@ pub struct Stock {
 
 impl Stock {
     /// Starts the reserve batcher (inside the Tokio runtime).
-    pub fn new(redis: Redis) -> Self {
-        let batcher = ReserveBatcher::start(redis.connection(), redis.keys.clone());
+    pub fn new(redis: Redis, replicas: ReplicaAcks) -> Self {
+        let batcher = ReserveBatcher::start(redis.connection(), redis.keys.clone(), replicas);
         Self {
             redis,
             batcher,
