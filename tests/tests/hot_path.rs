@@ -713,3 +713,41 @@ async fn a_request_id_is_followed_into_the_json_log() {
     assert_eq!(answer["span"]["method"], "POST");
     assert_eq!(answer["fields"]["status"], 202);
 }
+
+/// With `SECKILL_REDIS_REPLICA_ACKS=1` a buy is promised only once a
+/// replica has it. A Redis with no replica can never confirm: the buyer is
+/// told `outcome_unknown` (after the wait), not 202, while the reservation
+/// itself stands and the result endpoint tells the truth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buy_no_replica_confirms_is_answered_outcome_unknown() {
+    let redis = RedisServer::start().await;
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    let settings = AppSettings::new()
+        .quiet()
+        .set("SECKILL_REDIS_REPLICA_ACKS", 1)
+        .set("SECKILL_REDIS_REPLICA_WAIT_MS", 100);
+    let origin = TestApp::start(redis.url(), &db, settings).await;
+    let api = origin.api();
+    let product = api.create_sale(&Sale::open(5)).await.product_id.get();
+    let reply = api.buy(product, 1).await;
+    assert_eq!(
+        (reply.status, reply.error()),
+        (503, Some("outcome_unknown")),
+        "{:?}",
+        reply.body
+    );
+    assert_eq!(
+        redis.command_calls("wait").await,
+        1,
+        "one WAIT for the call"
+    );
+    assert_eq!(api.result(product, 1).await.status, ResultStatus::Queued);
+    // A refusal needs no replica: nothing was written.
+    let again = api.buy(product, 1).await;
+    assert_eq!(again.error(), Some("already_ordered"));
+    assert_eq!(
+        redis.command_calls("wait").await,
+        1,
+        "no WAIT for a refusal"
+    );
+}
