@@ -198,13 +198,8 @@ impl RedisCluster {
 
     /// The port of the primary that owns `key`'s slot now.
     pub async fn primary_of(&self, key: &str) -> u16 {
-        let slot = seckill_shared::keys::slot_of(key.as_bytes());
-        let primaries = self.primaries().await;
-        primaries
-            .into_iter()
-            .find(|(_, ranges)| ranges.iter().any(|(a, b)| (*a..=*b).contains(&slot)))
-            .map(|(port, _)| port)
-            .unwrap_or_else(|| panic!("no primary owns slot {slot}"))
+        self.primary_of_slot(seckill_shared::keys::slot_of(key.as_bytes()))
+            .await
     }
 
     /// Each primary's port and the slot ranges it owns (from `CLUSTER
@@ -240,6 +235,83 @@ impl RedisCluster {
         }
         by_port.sort();
         by_port
+    }
+
+    /// Moves one slot, with its keys, to the primary on `to`, the way
+    /// `redis-cli --cluster reshard` does: `IMPORTING`/`MIGRATING`, then
+    /// `MIGRATE` of its keys in batches, then `SETSLOT … NODE` everywhere.
+    /// Clients meet `ASK` and `TRYAGAIN` meanwhile and `MOVED` after.
+    pub async fn move_slot(&self, slot: u16, to: u16) {
+        let from = self.primary_of_slot(slot).await;
+        assert_ne!(from, to, "slot {slot} is already on {to}");
+        let (from_id, to_id) = (node_id(from).await, node_id(to).await);
+        let mut source = node_connection(from).await.expect("source node");
+        let mut target = node_connection(to).await.expect("target node");
+        let setslot = |state: &str, id: &str| {
+            redis::cmd("CLUSTER")
+                .arg("SETSLOT")
+                .arg(slot)
+                .arg(state)
+                .arg(id)
+                .to_owned()
+        };
+        let _: () = setslot("IMPORTING", &from_id)
+            .query_async(&mut target)
+            .await
+            .expect("SETSLOT IMPORTING");
+        let _: () = setslot("MIGRATING", &to_id)
+            .query_async(&mut source)
+            .await
+            .expect("SETSLOT MIGRATING");
+        loop {
+            let keys: Vec<String> = redis::cmd("CLUSTER")
+                .arg("GETKEYSINSLOT")
+                .arg(slot)
+                .arg(100)
+                .query_async(&mut source)
+                .await
+                .expect("GETKEYSINSLOT");
+            if keys.is_empty() {
+                break;
+            }
+            let _: () = redis::cmd("MIGRATE")
+                .arg("127.0.0.1")
+                .arg(to)
+                .arg("")
+                .arg(0)
+                .arg(5_000)
+                .arg("KEYS")
+                .arg(&keys)
+                .query_async(&mut source)
+                .await
+                .expect("MIGRATE");
+        }
+        for port in [to, from] {
+            let mut conn = node_connection(port).await.expect("a primary");
+            let _: () = setslot("NODE", &to_id)
+                .query_async(&mut conn)
+                .await
+                .expect("SETSLOT NODE");
+        }
+        for (port, _) in self.primaries().await {
+            if port != to && port != from {
+                if let Some(mut conn) = node_connection(port).await {
+                    let _: redis::RedisResult<()> =
+                        setslot("NODE", &to_id).query_async(&mut conn).await;
+                }
+            }
+        }
+        self.wait_until_healthy().await;
+    }
+
+    /// The port of the primary that owns `slot` now.
+    pub async fn primary_of_slot(&self, slot: u16) -> u16 {
+        self.primaries()
+            .await
+            .into_iter()
+            .find(|(_, ranges)| ranges.iter().any(|(a, b)| (*a..=*b).contains(&slot)))
+            .map(|(port, _)| port)
+            .unwrap_or_else(|| panic!("no primary owns slot {slot}"))
     }
 
     /// SIGKILL of the node on `port`, like a crash.
@@ -296,6 +368,12 @@ async fn node_info(port: u16, command: &str, arg: Option<&str>) -> Option<String
         cmd.arg(arg);
     }
     cmd.query_async(&mut conn).await.ok()
+}
+
+async fn node_id(port: u16) -> String {
+    node_info(port, "CLUSTER", Some("MYID"))
+        .await
+        .expect("CLUSTER MYID")
 }
 
 async fn wait_for_ping(port: u16) {

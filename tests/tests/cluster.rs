@@ -10,8 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use seckill_shared::keys::slot_of;
 use seckill_tests::checks::{
-    deadlines_from, keys, orders, pid, redis_stock, rush, stock_available,
+    buy_all, deadlines_from, group, keys, orders, pid, redis_stock, rush, stock_available,
 };
 use seckill_tests::{
     eventually, Api, AppSettings, Backend, RedisCluster, Sale, TestApp, TestDatabase, TestRedis,
@@ -318,4 +319,118 @@ async fn a_primary_killed_mid_rush_is_replaced_and_nothing_is_oversold() {
         },
     )
     .await;
+}
+
+/// A hot product's slot moves to another primary in the middle of a rush
+/// through two origins, and so does the slot of its registry group (its
+/// sold-out set, version and shard channel, its deadlines). Buyers see no
+/// error (redirects and `TRYAGAIN` are absorbed by retries), exactly the
+/// stock is sold, every order request reaches the database, and sold-out
+/// broadcasts still reach the other origin: its shard subscription, which
+/// the server ended when the slot left, was renewed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resharding_while_selling_loses_nothing_and_flags_still_sync() {
+    const HOT_STOCK: i64 = 400;
+    let redis = TestRedis::start(seckill_tests::RedisBackend::Cluster).await;
+    let TestRedis::Cluster(cluster) = &redis else {
+        unreachable!()
+    };
+    let db = TestDatabase::create(Backend::Postgres).await;
+    let settings = || {
+        AppSettings::new()
+            .set("SECKILL_SOLDOUT_TTL_MS", 60_000)
+            .set("SECKILL_CLAIM_IDLE_MS", 2_000)
+    };
+    let (a, b) = tokio::join!(
+        TestApp::start_on(&redis, &db, settings()),
+        TestApp::start_on(&redis, &db, settings())
+    );
+    let hot = a
+        .api()
+        .create_sale(&Sale::open(HOT_STOCK))
+        .await
+        .product_id
+        .get();
+    // A second product of the same registry group, sold only through `a`.
+    let mut later = hot;
+    while group(later) != group(hot) || later == hot {
+        later = a.api().create_sale(&Sale::open(3)).await.product_id.get();
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let rushes = [
+        tokio::spawn(rush_until_sold_out(a.api(), hot, 3, deadline)),
+        tokio::spawn(rush_until_sold_out(b.api(), hot, 3, deadline)),
+    ];
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let product_slot = slot_of(keys().item(pid(hot)).as_bytes());
+    let group_slot = slot_of(keys().sold_out(group(hot)).as_bytes());
+    let moving_from = Instant::now();
+    for slot in [product_slot, group_slot] {
+        let from = cluster.primary_of_slot(slot).await;
+        let to = cluster
+            .primaries()
+            .await
+            .into_iter()
+            .map(|(port, _)| port)
+            .find(|port| *port != from)
+            .unwrap();
+        cluster.move_slot(slot, to).await;
+        assert_eq!(cluster.primary_of_slot(slot).await, to);
+    }
+    let moved_at = Instant::now();
+    let mut outcomes = Vec::new();
+    for rush in rushes {
+        outcomes.extend(rush.await.unwrap());
+    }
+    let during = outcomes
+        .iter()
+        .filter(|o| o.2 == 202 && o.4 > moving_from && o.5 < moved_at)
+        .count();
+    println!(
+        "resharding: {during} buys accepted while the slots moved ({:?})",
+        moved_at - moving_from
+    );
+    assert!(during > 0, "the slots moved while the product was selling");
+    let errors: Vec<_> = outcomes.iter().filter(|o| o.2 >= 500).collect();
+    assert!(
+        errors.is_empty(),
+        "{} errors, first {:?}",
+        errors.len(),
+        errors.first()
+    );
+    let winners: HashSet<i64> = outcomes
+        .iter()
+        .filter(|o| o.2 == 202)
+        .map(|o| o.1)
+        .collect();
+    assert_eq!(winners.len() as i64, HOT_STOCK, "exactly the stock is sold");
+    let mut conn = redis.connection().await;
+    assert_eq!(redis_stock(&mut conn, hot).await, 0);
+    let pool = db.pool().await;
+    let rows = eventually(Duration::from_secs(30), "every order written", || {
+        let pool = pool.clone();
+        async move {
+            let rows = orders(&pool, hot).await;
+            (rows.len() as i64 == HOT_STOCK).then_some(rows)
+        }
+    })
+    .await;
+    let members: HashSet<i64> = rows.iter().map(|(_, member, _)| *member).collect();
+    assert_eq!(members, winners, "no stream entry lost");
+
+    // Sold out through `a` only: `b` hears of it on the moved shard channel.
+    assert_eq!(buy_all(&a.api(), later, 1..=3).await.len(), 3);
+    assert_eq!(a.api().buy(later, 4).await.error(), Some("sold_out"));
+    let b_api = b.api();
+    eventually(
+        Duration::from_secs(5),
+        "the other origin to hear of the sell-out",
+        || {
+            let api = b_api.clone();
+            async move { (api.metric("seckill_sold_out_flags", &[]).await == 2.0).then_some(()) }
+        },
+    )
+    .await;
+    assert_eq!(b_api.buy(later, 5).await.error(), Some("sold_out"));
 }
