@@ -327,6 +327,20 @@ impl RedisCluster {
         }
     }
 
+    /// Starts a killed node again on its port and directory: it rejoins
+    /// the cluster from its `nodes.conf` (as a replica, once its shard has
+    /// failed over to the node that replaced it).
+    pub async fn restart(&mut self, port: u16) {
+        let index = self
+            .nodes
+            .iter()
+            .position(|n| n.port == port)
+            .expect("a node of this cluster");
+        assert!(self.nodes[index].child.is_none(), "node {port} is running");
+        self.spawn(index);
+        wait_for_ping(port).await;
+    }
+
     /// How often `command` (lower case) ran on the primaries, summed.
     pub async fn command_calls(&self, command: &str) -> u64 {
         let mut total = 0;
