@@ -52,7 +52,7 @@ pub enum RedisTarget {
 enum Client {
     Single(redis::Client),
     Cluster {
-        client: ClusterClient,
+        client: Box<ClusterClient>,
         seeds: Vec<String>,
     },
 }
@@ -166,7 +166,7 @@ impl Redis {
         let client = match target {
             RedisTarget::Single(url) => Client::Single(redis::Client::open(url.as_str())?),
             RedisTarget::Cluster(nodes) => Client::Cluster {
-                client: cluster_client(nodes, ProtocolVersion::RESP2)?,
+                client: Box::new(cluster_client(nodes, ProtocolVersion::RESP2)?),
                 seeds: nodes.clone(),
             },
         };
