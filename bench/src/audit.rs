@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
-use seckill_shared::keys::{DeadlineEntry, MemberState, RedisKeys, ORDER_GROUP};
+use seckill_shared::keys::{DeadlineEntry, MemberState, RedisKeys, RegistryGroup, ORDER_GROUP};
 use seckill_shared::ProductId;
 use serde::Serialize;
 use sqlx::AnyPool;
@@ -47,7 +47,7 @@ pub struct Accepted {
 pub struct Scope {
     pub database_url: String,
     /// Redis and its key prefix; `None` for the sync-db baseline.
-    pub redis: Option<(String, String)>,
+    pub redis: Option<(RedisAt, String)>,
     /// The products to check; `None`: every product in the database.
     pub products: Option<Vec<i64>>,
     pub accepted: Vec<Accepted>,
@@ -60,6 +60,13 @@ pub struct Scope {
     pub settle_timeout: Duration,
     /// An unpaid order this far past its deadline should be cancelled.
     pub deadline_grace: Duration,
+}
+
+/// Where the audited Redis is.
+#[derive(Debug, Clone)]
+pub enum RedisAt {
+    One(String),
+    Cluster(Vec<String>),
 }
 
 impl Scope {
@@ -77,7 +84,13 @@ impl Scope {
     }
 
     pub fn redis(mut self, url: impl Into<String>, key_prefix: impl Into<String>) -> Self {
-        self.redis = Some((url.into(), key_prefix.into()));
+        self.redis = Some((RedisAt::One(url.into()), key_prefix.into()));
+        self
+    }
+
+    /// A Redis Cluster, from seed node URLs.
+    pub fn redis_cluster(mut self, nodes: Vec<String>, key_prefix: impl Into<String>) -> Self {
+        self.redis = Some((RedisAt::Cluster(nodes), key_prefix.into()));
         self
     }
 
@@ -154,17 +167,32 @@ pub async fn connect(database_url: &str) -> anyhow::Result<AnyPool> {
 /// Drains, then reads and checks until every check passes or
 /// `settle_timeout` has passed; the last read is the report.
 pub async fn run(scope: &Scope) -> anyhow::Result<AuditReport> {
-    let pool = connect(&scope.database_url).await?;
-    let mut redis = match &scope.redis {
-        Some((url, prefix)) => {
+    let keys = match &scope.redis {
+        Some((_, prefix)) => Some(RedisKeys::new(prefix.clone()).map_err(|e| anyhow::anyhow!(e))?),
+        None => None,
+    };
+    match (&scope.redis, keys) {
+        (Some((RedisAt::One(url), _)), Some(keys)) => {
             let conn = redis::Client::open(url.as_str())?
                 .get_multiplexed_async_connection()
                 .await?;
-            let keys = RedisKeys::new(prefix.clone()).map_err(|e| anyhow::anyhow!(e))?;
-            Some((conn, keys))
+            run_on(scope, Some((conn, keys))).await
         }
-        None => None,
-    };
+        (Some((RedisAt::Cluster(nodes), _)), Some(keys)) => {
+            let conn = redis::cluster::ClusterClient::new(nodes.clone())?
+                .get_async_connection()
+                .await?;
+            run_on(scope, Some((conn, keys))).await
+        }
+        _ => run_on::<redis::aio::MultiplexedConnection>(scope, None).await,
+    }
+}
+
+async fn run_on<C>(scope: &Scope, mut redis: Option<(C, RedisKeys)>) -> anyhow::Result<AuditReport>
+where
+    C: redis::aio::ConnectionLike + Send + Sync,
+{
+    let pool = connect(&scope.database_url).await?;
     if let Some((conn, keys)) = redis.as_mut() {
         drain(conn, keys, &pool, scope).await?;
     }
@@ -222,8 +250,8 @@ fn pid(id: i64) -> anyhow::Result<ProductId> {
 }
 
 /// (pending, not yet delivered) entries of a product's order stream.
-async fn queued(
-    conn: &mut redis::aio::MultiplexedConnection,
+async fn queued<C: redis::aio::ConnectionLike + Send + Sync>(
+    conn: &mut C,
     stream: &str,
 ) -> anyhow::Result<(u64, u64)> {
     let exists: bool = conn.exists(stream).await?;
@@ -238,8 +266,8 @@ async fn queued(
 }
 
 /// Waits until no product in scope has an entry pending or undelivered.
-async fn drain(
-    conn: &mut redis::aio::MultiplexedConnection,
+async fn drain<C: redis::aio::ConnectionLike + Send + Sync>(
+    conn: &mut C,
     keys: &RedisKeys,
     pool: &AnyPool,
     scope: &Scope,
@@ -280,8 +308,8 @@ struct RedisView {
     sold_out: BTreeSet<i64>,
 }
 
-async fn read_redis(
-    conn: &mut redis::aio::MultiplexedConnection,
+async fn read_redis<C: redis::aio::ConnectionLike + Send + Sync>(
+    conn: &mut C,
     keys: &RedisKeys,
     pool: &AnyPool,
     scope: &Scope,
@@ -310,14 +338,18 @@ async fn read_redis(
         item.returned = returned.into_iter().collect();
         view.items.insert(product, item);
     }
-    let deadlines: Vec<String> = conn.zrange(keys.pay_deadlines(), 0, -1).await?;
-    view.deadlines = deadlines
-        .iter()
-        .filter_map(|d| DeadlineEntry::decode(d))
-        .map(|d| (d.product.get(), d.order))
-        .collect();
-    let sold_out: Vec<i64> = conn.smembers(keys.sold_out()).await?;
-    view.sold_out = sold_out.into_iter().collect();
+    // Deadlines and the sold-out registry are spread over slot groups.
+    for group in RegistryGroup::all() {
+        let deadlines: Vec<String> = conn.zrange(keys.pay_deadlines(group), 0, -1).await?;
+        view.deadlines.extend(
+            deadlines
+                .iter()
+                .filter_map(|d| DeadlineEntry::decode(d))
+                .map(|d| (d.product.get(), d.order)),
+        );
+        let sold_out: Vec<i64> = conn.smembers(keys.sold_out(group)).await?;
+        view.sold_out.extend(sold_out);
+    }
     Ok(view)
 }
 

@@ -18,6 +18,8 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use seckill_shared::keys::RedisKeys;
 use seckill_shared::token::TokenSecret;
 
+use crate::store::redis::stock::ReplicaAcks;
+use crate::store::redis::RedisTarget;
 use crate::telemetry::LogFormat;
 
 /// Shortest secret or admin token accepted: anything shorter is guessable.
@@ -64,6 +66,9 @@ pub struct Config {
     /// the Redis (7 or newer) that holds live stock and the order queue
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", value_parser = redis_url)]
     pub redis_url: String,
+    /// seed nodes `host:port,host:port,…` of a Redis Cluster; when set, used instead of `REDIS_URL`
+    #[arg(long, env = "REDIS_CLUSTER_NODES", value_parser = cluster_nodes)]
+    pub redis_cluster_nodes: Option<ClusterNodes>,
     /// the database: an SQLite file, or `postgres://user@host/db`
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, value_parser = database_url)]
     pub database_url: String,
@@ -79,6 +84,12 @@ pub struct Config {
     /// seconds after which an unpaid order is cancelled
     #[arg(long, env = "SECKILL_PAY_TIMEOUT_S", default_value = "1200", value_parser = clap::value_parser!(u64).range(1..=7 * 86_400))]
     pub pay_timeout_s: u64,
+    /// replicas of the item's shard that must confirm a buy (`WAIT`) before it is answered 202; `0`: do not wait
+    #[arg(long, env = "SECKILL_REDIS_REPLICA_ACKS", default_value = "0", value_parser = clap::value_parser!(u16).range(0..=16))]
+    pub redis_replica_acks: u16,
+    /// how long (ms) a buy waits for those replicas before it is answered `outcome_unknown`
+    #[arg(long, env = "SECKILL_REDIS_REPLICA_WAIT_MS", default_value = "200", value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub redis_replica_wait_ms: u64,
     /// namespaces every Redis key
     #[arg(long, env = "SECKILL_KEY_PREFIX", default_value = "seckill:", value_parser = key_prefix)]
     pub key_prefix: RedisKeys,
@@ -266,7 +277,26 @@ impl CliError {
     }
 }
 
+/// Seed nodes of a Redis Cluster, as `host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterNodes(pub Vec<String>);
+
 impl Config {
+    /// The one Redis, or the cluster when `REDIS_CLUSTER_NODES` is set.
+    pub fn redis_target(&self) -> RedisTarget {
+        match &self.redis_cluster_nodes {
+            Some(nodes) => RedisTarget::Cluster(nodes.0.clone()),
+            None => RedisTarget::Single(self.redis_url.clone()),
+        }
+    }
+
+    pub fn replica_acks(&self) -> ReplicaAcks {
+        ReplicaAcks {
+            replicas: self.redis_replica_acks,
+            timeout: Duration::from_millis(self.redis_replica_wait_ms),
+        }
+    }
+
     pub fn keys(&self) -> &RedisKeys {
         &self.key_prefix
     }
@@ -305,6 +335,28 @@ fn redis_url(text: &str) -> Result<String, String> {
     redis::Client::open(text)
         .map(|_| text.to_string())
         .map_err(|_| "not a valid redis:// URL".to_string())
+}
+
+fn cluster_nodes(text: &str) -> Result<ClusterNodes, String> {
+    let nodes: Vec<String> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|node| !node.is_empty())
+        .map(str::to_string)
+        .collect();
+    if nodes.is_empty() {
+        return Err("needs at least one host:port".to_string());
+    }
+    for node in &nodes {
+        let port = node
+            .rsplit_once(':')
+            .filter(|(host, _)| !host.is_empty())
+            .and_then(|(_, port)| port.parse::<u16>().ok());
+        if port.is_none_or(|port| port == 0) {
+            return Err(format!("{node:?} is not host:port"));
+        }
+    }
+    Ok(ClusterNodes(nodes))
 }
 
 fn database_url(text: &str) -> Result<String, String> {
@@ -398,6 +450,15 @@ mod tests {
             (vec![("SECKILL_KEY_PREFIX", "a{b}")], "SECKILL_KEY_PREFIX"),
             (vec![("SECKILL_MODE", "fast")], "SECKILL_MODE"),
             (vec![("SECKILL_LOG_FORMAT", "xml")], "SECKILL_LOG_FORMAT"),
+            (
+                vec![("REDIS_CLUSTER_NODES", "127.0.0.1")],
+                "REDIS_CLUSTER_NODES",
+            ),
+            (vec![("REDIS_CLUSTER_NODES", ",")], "REDIS_CLUSTER_NODES"),
+            (
+                vec![("REDIS_CLUSTER_NODES", "a:1,b:x")],
+                "REDIS_CLUSTER_NODES",
+            ),
         ] {
             let err = config_error(&vars);
             assert_eq!(err.var, var, "{vars:?}");
@@ -432,6 +493,15 @@ mod tests {
         assert_eq!(c.keys().prefix(), "t1:");
         assert_eq!(c.cancel_poll(), None);
         assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(
+            c.redis_target(),
+            RedisTarget::Single("redis://127.0.0.1:6379".into())
+        );
+        let c = config(&[("REDIS_CLUSTER_NODES", "10.0.0.1:7000, 10.0.0.2:7001")]).unwrap();
+        assert_eq!(
+            c.redis_target(),
+            RedisTarget::Cluster(vec!["10.0.0.1:7000".into(), "10.0.0.2:7001".into()])
+        );
     }
 
     /// The README's configuration table, row by row, must be exactly what
@@ -444,7 +514,8 @@ mod tests {
             .filter_map(|arg| {
                 let var = arg.get_env()?.to_string_lossy().into_owned();
                 let default = match arg.get_default_values() {
-                    [] => "required".to_string(),
+                    [] if arg.is_required_set() => "required".to_string(),
+                    [] => "unset".to_string(),
                     values => format!("`{}`", values[0].to_string_lossy()),
                 };
                 let meaning = arg.get_help()?.to_string();

@@ -59,9 +59,15 @@ impl Stores {
         let db = Database::connect(&config.database_url, config.db_max_connections)
             .await
             .context("DATABASE_URL: cannot open and migrate the database")?;
-        let redis = Redis::new(&config.redis_url, config.keys().clone()).context("REDIS_URL")?;
+        let redis = Redis::new(&config.redis_target(), config.keys().clone()).context(
+            if config.redis_cluster_nodes.is_some() {
+                "REDIS_CLUSTER_NODES"
+            } else {
+                "REDIS_URL"
+            },
+        )?;
         Ok(Self {
-            stock: Stock::new(redis.clone()),
+            stock: Stock::new(redis.clone(), config.replica_acks()),
             streams: OrderStreams::new(redis.clone()),
             deadlines: PaymentDeadlines::new(redis.clone()),
             db,

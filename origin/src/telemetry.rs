@@ -79,7 +79,9 @@ mod tests {
 
     #[test]
     fn a_cause_already_in_the_message_is_not_repeated() {
-        let err = Outer(std::io::Error::other(Echoing(std::io::Error::other("broken pipe"))));
+        let err = Outer(std::io::Error::other(Echoing(std::io::Error::other(
+            "broken pipe",
+        ))));
         assert_eq!(chain(&err).to_string(), "outer: redis: broken pipe");
     }
 }

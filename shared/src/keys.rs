@@ -1,13 +1,102 @@
 //! Redis key names and the value formats stored under them.
 //!
 //! Every key one product's scripts touch carries the hash tag `{p<id>}`, so
-//! they all land in one slot and the same scripts run on Redis Cluster. Keys
-//! that span products (the product registry, the sold-out registry, the
-//! payment deadlines) are only ever touched by commands or scripts of their
-//! own. `SECKILL_KEY_PREFIX` namespaces all of them, so several deployments or
+//! they all land in one slot and the same scripts run on Redis Cluster.
+//! What pollers and consumers scan across products (the product registry,
+//! the sold-out registry, the payment deadlines) is split into
+//! [`REGISTRY_GROUPS`] groups, each under a hash tag of its own chosen so
+//! the groups spread evenly over the cluster's slots (see [`RegistryGroup`]):
+//! every primary carries some groups and none carries everyone's polling.
+//! Those keys are only ever touched by commands or scripts of their own.
+//! `SECKILL_KEY_PREFIX` namespaces all of them, so several deployments or
 //! test runs can share one Redis.
 
+use std::sync::OnceLock;
+
 use crate::ids::{OrderId, ProductId};
+
+/// Groups that keys spanning products are split into. Every origin must
+/// agree on it (it decides key names), so it is a constant, not a setting.
+pub const REGISTRY_GROUPS: u16 = 16;
+
+/// Slots of Redis Cluster.
+const CLUSTER_SLOTS: u16 = 16_384;
+
+/// One of the [`REGISTRY_GROUPS`] groups of products. A product belongs to
+/// group `id mod REGISTRY_GROUPS`. Group `k`'s hash tag hashes into the
+/// `k`-th sixteenth of the slot space, so any cluster whose primaries own
+/// about equal slot ranges (what `redis-cli --cluster create` makes, up to
+/// sixteen primaries) holds groups on every primary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RegistryGroup(u16);
+
+impl RegistryGroup {
+    pub fn of(product: ProductId) -> Self {
+        Self((product.get() % i64::from(REGISTRY_GROUPS)) as u16)
+    }
+
+    pub fn all() -> impl Iterator<Item = Self> {
+        (0..REGISTRY_GROUPS).map(Self)
+    }
+
+    pub fn index(self) -> u16 {
+        self.0
+    }
+
+    /// The group's hash tag (without braces).
+    pub fn tag(self) -> &'static str {
+        &group_tags()[usize::from(self.0)]
+    }
+}
+
+/// `g<k>`, or `g<k>.<n>` for the first `n` whose slot falls in the `k`-th
+/// sixteenth of the slot space.
+fn group_tags() -> &'static [String] {
+    static TAGS: OnceLock<Vec<String>> = OnceLock::new();
+    TAGS.get_or_init(|| {
+        let width = CLUSTER_SLOTS / REGISTRY_GROUPS;
+        (0..REGISTRY_GROUPS)
+            .map(|k| {
+                let range = k * width..(k + 1) * width;
+                (0u32..)
+                    .map(|n| match n {
+                        0 => format!("g{k}"),
+                        n => format!("g{k}.{n}"),
+                    })
+                    .find(|tag| range.contains(&slot_of(tag.as_bytes())))
+                    .expect("some suffix hashes into every range")
+            })
+            .collect()
+    })
+}
+
+/// The cluster slot of a key (its hash tag's, if it has one): CRC16
+/// (XMODEM) modulo 16384, as the cluster specification defines it.
+pub fn slot_of(key: &[u8]) -> u16 {
+    let hashed = match key.iter().position(|&b| b == b'{') {
+        Some(open) => match key[open + 1..].iter().position(|&b| b == b'}') {
+            Some(len) if len > 0 => &key[open + 1..open + 1 + len],
+            _ => key,
+        },
+        None => key,
+    };
+    crc16_xmodem(hashed) % CLUSTER_SLOTS
+}
+
+fn crc16_xmodem(bytes: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &byte in bytes {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
 
 /// The consumer group that writes queued orders to the database.
 pub const ORDER_GROUP: &str = "order-writers";
@@ -74,6 +163,12 @@ impl RedisKeys {
         self.product_key(product, "stock-changes")
     }
 
+    /// One reserve call's reply, kept briefly so the same call arriving
+    /// twice (resent after an I/O error) answers what it decided.
+    pub fn reserve_reply(&self, product: ProductId, call: &str) -> String {
+        self.product_key(product, &format!("reply:{call}"))
+    }
+
     /// Stream of captured catalogue changes, fed by the change relay.
     pub fn product_changes(&self) -> String {
         format!("{}product-changes", self.prefix)
@@ -84,29 +179,36 @@ impl RedisKeys {
         format!("{}product-changes:relay", self.prefix)
     }
 
-    /// Set of every product id whose keys are live in Redis.
-    pub fn products(&self) -> String {
-        format!("{}products", self.prefix)
+    fn group_key(&self, group: RegistryGroup, suffix: &str) -> String {
+        format!("{}{{{}}}:{}", self.prefix, group.tag(), suffix)
     }
 
-    /// Set of product ids currently sold out.
-    pub fn sold_out(&self) -> String {
-        format!("{}soldout", self.prefix)
+    /// Set of the group's product ids whose keys are live in Redis.
+    pub fn products(&self, group: RegistryGroup) -> String {
+        self.group_key(group, "products")
     }
 
-    /// Counter bumped on every change of the sold-out set.
-    pub fn sold_out_version(&self) -> String {
-        format!("{}soldout:version", self.prefix)
+    /// Set of the group's product ids currently sold out.
+    pub fn sold_out(&self, group: RegistryGroup) -> String {
+        self.group_key(group, "soldout")
     }
 
-    /// Pub/sub channel announcing sold-out changes to every origin node.
-    pub fn sold_out_channel(&self) -> String {
-        format!("{}soldout:events", self.prefix)
+    /// Counter bumped on every change of the group's sold-out set.
+    pub fn sold_out_version(&self, group: RegistryGroup) -> String {
+        self.group_key(group, "soldout:version")
     }
 
-    /// Sorted set of unpaid orders scored by payment deadline (unix ms).
-    pub fn pay_deadlines(&self) -> String {
-        format!("{}deadlines", self.prefix)
+    /// Shard channel (`SPUBLISH`) announcing the group's sold-out changes
+    /// to every origin node; in the group's slot, so it lives on the
+    /// primary that holds the group's sold-out set.
+    pub fn sold_out_channel(&self, group: RegistryGroup) -> String {
+        self.group_key(group, "soldout:events")
+    }
+
+    /// Sorted set of the group's unpaid orders scored by payment deadline
+    /// (unix ms).
+    pub fn pay_deadlines(&self, group: RegistryGroup) -> String {
+        self.group_key(group, "deadlines")
     }
 }
 
@@ -188,6 +290,36 @@ mod tests {
         ] {
             assert!(key.starts_with("shop:{p42}:"), "{key}");
         }
+    }
+
+    #[test]
+    fn slots_are_computed_as_redis_does() {
+        // Values from the cluster specification and `CLUSTER KEYSLOT`.
+        assert_eq!(crc16_xmodem(b"123456789"), 0x31C3);
+        assert_eq!(slot_of(b"foo"), 12182);
+        assert_eq!(slot_of(b"{user1000}.following"), slot_of(b"user1000"));
+        assert_eq!(slot_of(b"foo{}{bar}"), slot_of(b"foo{}{bar}"));
+        assert_ne!(slot_of(b"foo{}{bar}"), slot_of(b"bar"));
+    }
+
+    #[test]
+    fn groups_spread_over_the_slot_space() {
+        let keys = RedisKeys::new("shop:").unwrap();
+        let width = CLUSTER_SLOTS / REGISTRY_GROUPS;
+        for group in RegistryGroup::all() {
+            let slot = slot_of(keys.pay_deadlines(group).as_bytes());
+            assert_eq!(slot / width, group.index(), "{}", group.tag());
+            for key in [
+                keys.products(group),
+                keys.sold_out(group),
+                keys.sold_out_version(group),
+                keys.sold_out_channel(group),
+            ] {
+                assert_eq!(slot_of(key.as_bytes()), slot, "{key}");
+            }
+        }
+        let p = ProductId::new(35).unwrap();
+        assert_eq!(RegistryGroup::of(p).index(), 3);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::client::Api;
 use crate::database::TestDatabase;
+use crate::redis_cluster::TestRedis;
 
 /// Settings of a test app, as `(VARIABLE, value)` pairs on top of the
 /// defaults every test app has: port 0, the test secrets, demo login on.
@@ -86,6 +87,11 @@ impl TestApp {
             shutdown,
             served: Some(served),
         }
+    }
+
+    /// Builds and starts the origin on `redis` (one Redis or a cluster).
+    pub async fn start_on(redis: &TestRedis, db: &TestDatabase, settings: AppSettings) -> Self {
+        Self::start(redis.url(), db, redis.settings(settings)).await
     }
 
     pub fn url(&self) -> String {

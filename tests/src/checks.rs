@@ -6,7 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use seckill_shared::keys::{RedisKeys, ORDER_GROUP};
+use redis::AsyncCommands;
+use seckill_shared::keys::{RedisKeys, RegistryGroup, ORDER_GROUP};
 use seckill_shared::ProductId;
 use sqlx::AnyPool;
 use tokio::sync::Semaphore;
@@ -20,6 +21,28 @@ pub fn keys() -> RedisKeys {
 
 pub fn pid(id: i64) -> ProductId {
     ProductId::new(id).unwrap()
+}
+
+/// The registry group of a product (its registry, sold-out and deadline keys).
+pub fn group(id: i64) -> RegistryGroup {
+    RegistryGroup::of(pid(id))
+}
+
+/// Payment deadlines scheduled, over every registry group, with a score
+/// of at least `from_ms` (`0`: all of them).
+pub async fn deadlines_from<C>(conn: &mut C, from_ms: i64) -> u64
+where
+    C: redis::aio::ConnectionLike + Send + Sync,
+{
+    let mut total = 0;
+    for group in RegistryGroup::all() {
+        let count: u64 = conn
+            .zcount(keys().pay_deadlines(group), from_ms, "+inf")
+            .await
+            .expect("ZCOUNT of a deadline set");
+        total += count;
+    }
+    total
 }
 
 /// One buy's outcome: `(member, status, error code)`.
@@ -80,7 +103,10 @@ pub async fn stock_available(pool: &AnyPool, product: i64) -> i64 {
 }
 
 /// Redis' live stock of `product`.
-pub async fn redis_stock(conn: &mut redis::aio::MultiplexedConnection, product: i64) -> i64 {
+pub async fn redis_stock<C>(conn: &mut C, product: i64) -> i64
+where
+    C: redis::aio::ConnectionLike + Send + Sync,
+{
     redis::cmd("HGET")
         .arg(keys().item(pid(product)))
         .arg("stock")
@@ -117,7 +143,10 @@ pub async fn wait_for_orders(
 }
 
 /// Entries of `product`'s order stream delivered but not acknowledged.
-pub async fn pending(conn: &mut redis::aio::MultiplexedConnection, product: i64) -> u64 {
+pub async fn pending<C>(conn: &mut C, product: i64) -> u64
+where
+    C: redis::aio::ConnectionLike + Send + Sync,
+{
     let summary: redis::Value = redis::cmd("XPENDING")
         .arg(keys().orders(pid(product)))
         .arg(ORDER_GROUP)
@@ -175,14 +204,14 @@ pub async fn sql(pool: &AnyPool, statement: &str, product: i64) {
 /// buys answered 202 as `(product, member)`: panics naming every broken
 /// invariant.
 pub async fn assert_invariants(
-    redis: &crate::RedisServer,
+    redis: &impl AuditedRedis,
     db: &crate::TestDatabase,
     products: &[i64],
     accepted: &[(i64, i64)],
 ) -> seckill_bench::audit::AuditReport {
     use seckill_bench::audit::{Accepted, Scope};
-    let mut scope = Scope::new(db.url())
-        .redis(redis.url(), keys().prefix())
+    let mut scope = redis
+        .audited(Scope::new(db.url()))
         .products(products.iter().copied());
     scope.accepted = accepted
         .iter()
@@ -197,4 +226,35 @@ pub async fn assert_invariants(
         .expect("the audit reads redis and the database");
     assert!(report.passed, "invariants broke:\n{}", report.failures());
     report
+}
+
+/// A test's Redis, one server or a cluster, as the audit reads it.
+pub trait AuditedRedis {
+    fn audited(&self, scope: seckill_bench::audit::Scope) -> seckill_bench::audit::Scope;
+}
+
+impl AuditedRedis for crate::RedisServer {
+    fn audited(&self, scope: seckill_bench::audit::Scope) -> seckill_bench::audit::Scope {
+        scope.redis(self.url(), keys().prefix())
+    }
+}
+
+impl AuditedRedis for crate::RedisCluster {
+    fn audited(&self, scope: seckill_bench::audit::Scope) -> seckill_bench::audit::Scope {
+        let nodes = self
+            .ports()
+            .iter()
+            .map(|port| format!("redis://127.0.0.1:{port}"))
+            .collect();
+        scope.redis_cluster(nodes, keys().prefix())
+    }
+}
+
+impl AuditedRedis for crate::TestRedis {
+    fn audited(&self, scope: seckill_bench::audit::Scope) -> seckill_bench::audit::Scope {
+        match self {
+            crate::TestRedis::Single(server) => server.audited(scope),
+            crate::TestRedis::Cluster(cluster) => cluster.audited(scope),
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! Helpers for end-to-end tests that run the real thing.
 //!
 //! Each test starts its own `redis-server` on a free loopback port (so it can
-//! kill and restart it), its own database (an SQLite file, or a uniquely
+//! kill and restart it), or its own Redis Cluster (`redis_cluster`), its own database (an SQLite file, or a uniquely
 //! named PostgreSQL database on the machine's server), and the origin:
 //! built in the test process (`app`) unless the test kills, restarts or
 //! cuts it, then as a real `seckill-origin` process (`origin`). Nothing is
@@ -17,6 +17,7 @@ pub mod edge;
 pub mod origin;
 pub mod paths;
 pub mod proxy;
+pub mod redis_cluster;
 pub mod redis_server;
 
 pub use app::{AppSettings, TestApp, TestWorker};
@@ -24,6 +25,7 @@ pub use client::{Api, Sale};
 pub use database::{Backend, TestDatabase};
 pub use edge::Edge;
 pub use origin::{Origin, OriginOptions};
+pub use redis_cluster::{RedisBackend, RedisCluster, TestRedis};
 pub use redis_server::RedisServer;
 
 /// The token secret and admin token every test origin is started with.

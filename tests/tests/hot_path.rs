@@ -14,8 +14,8 @@ use seckill_tests::checks::{keys, pid, rush, sold_out_refusals};
 use seckill_tests::client::unix_now;
 use seckill_tests::redis_server::Persistence;
 use seckill_tests::{
-    eventually, Api, AppSettings, Backend, Origin, OriginOptions, RedisServer, Sale, TestApp,
-    TestDatabase,
+    eventually, Api, AppSettings, Backend, Origin, OriginOptions, RedisBackend, RedisServer, Sale,
+    TestApp, TestDatabase, TestRedis,
 };
 use serde_json::json;
 
@@ -23,6 +23,11 @@ use serde_json::json;
 /// [`AppSettings::quiet`]).
 async fn quiet_app(redis: &RedisServer, db: &TestDatabase) -> TestApp {
     TestApp::start(redis.url(), db, AppSettings::new().quiet()).await
+}
+
+/// The same on one Redis or a cluster.
+async fn quiet_app_on(redis: &TestRedis, db: &TestDatabase) -> TestApp {
+    TestApp::start_on(redis, db, AppSettings::new().quiet()).await
 }
 
 /// The same as an origin process, for the tests that stop and start it.
@@ -37,10 +42,10 @@ async fn origin_without_consumers(label: &str, redis: &RedisServer, db: &TestDat
     .await
 }
 
-async fn exact_sell_out(backend: Backend) {
-    let redis = RedisServer::start().await;
+async fn exact_sell_out(backend: Backend, redis: RedisBackend) {
+    let redis = TestRedis::start(redis).await;
     let db = TestDatabase::create(backend).await;
-    let origin = quiet_app(&redis, &db).await;
+    let origin = quiet_app_on(&redis, &db).await;
     let api = origin.api();
     let product = api.create_sale(&Sale::open(100)).await.product_id.get();
 
@@ -96,19 +101,23 @@ async fn exact_sell_out(backend: Backend) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exact_sell_out_sqlite() {
-    exact_sell_out(Backend::Sqlite).await;
+    exact_sell_out(Backend::Sqlite, RedisBackend::Single).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exact_sell_out_postgres() {
-    exact_sell_out(Backend::Postgres).await;
+    exact_sell_out(Backend::Postgres, RedisBackend::Single).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sold_out_buys_are_answered_without_redis() {
-    let redis = RedisServer::start().await;
+async fn exact_sell_out_postgres_on_a_cluster() {
+    exact_sell_out(Backend::Postgres, RedisBackend::Cluster).await;
+}
+
+async fn sold_out_buys_are_answered_without_redis(redis: RedisBackend) {
+    let redis = TestRedis::start(redis).await;
     let db = TestDatabase::create(Backend::Sqlite).await;
-    let origin = quiet_app(&redis, &db).await;
+    let origin = quiet_app_on(&redis, &db).await;
     let api = origin.api();
     let product = api.create_sale(&Sale::open(5)).await.product_id.get();
     for member in 1..=5 {
@@ -140,6 +149,16 @@ async fn sold_out_buys_are_answered_without_redis() {
     assert_eq!(snapshot.status, 200);
     assert_eq!(snapshot.body["sold_out"], json!([product]));
     assert!(snapshot.body["version"].as_u64().unwrap() >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sold_out_buys_are_answered_without_redis_single() {
+    sold_out_buys_are_answered_without_redis(RedisBackend::Single).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sold_out_buys_are_answered_without_redis_on_a_cluster() {
+    sold_out_buys_are_answered_without_redis(RedisBackend::Cluster).await;
 }
 
 async fn restart_keeps_live_stock(backend: Backend) {
@@ -430,11 +449,10 @@ async fn demo_login_is_absent_unless_enabled() {
     assert_eq!((reply.status, reply.error()), (404, Some("not_found")));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn buys_outside_the_sale_window_are_refused() {
-    let redis = RedisServer::start().await;
+async fn buys_outside_the_sale_window_are_refused(redis: RedisBackend) {
+    let redis = TestRedis::start(redis).await;
     let db = TestDatabase::create(Backend::Sqlite).await;
-    let origin = quiet_app(&redis, &db).await;
+    let origin = quiet_app_on(&redis, &db).await;
     let api = origin.api();
     let now = unix_now();
     let later = api
@@ -470,6 +488,16 @@ async fn buys_outside_the_sale_window_are_refused() {
         let stock: i64 = conn.hget(keys().item(pid(product)), "stock").await.unwrap();
         assert_eq!(stock, expected, "product {product}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buys_outside_the_sale_window_are_refused_single() {
+    buys_outside_the_sale_window_are_refused(RedisBackend::Single).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buys_outside_the_sale_window_are_refused_on_a_cluster() {
+    buys_outside_the_sale_window_are_refused(RedisBackend::Cluster).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -575,15 +603,18 @@ async fn one_reserve_call_decides_each_member_of_a_batch_as_if_alone() {
         .unwrap();
 
     let reserve = redis::Script::new(seckill_origin::RESERVE_LUA);
-    let reply: Vec<String> = reserve
-        .key(&item)
-        .key(&members)
-        .key(&orders)
-        .arg(5)
-        .arg(&[7, 7, 11, 12, 8, 9, 12])
-        .invoke_async(&mut conn)
-        .await
-        .unwrap();
+    let call = |id: &str| {
+        let mut call = reserve.prepare_invoke();
+        call.key(&item)
+            .key(&members)
+            .key(&orders)
+            .key(keys().reserve_reply(pid(5), id))
+            .arg(5)
+            .arg(30_000)
+            .arg(&[7, 7, 11, 12, 8, 9, 12]);
+        call
+    };
+    let reply: Vec<String> = call("call-1").invoke_async(&mut conn).await.unwrap();
     assert_eq!(
         reply,
         ["each", "q:41:2", "a", "a", "q:42:1", "q:43:0", "x", "a"],
@@ -609,6 +640,20 @@ async fn one_reserve_call_decides_each_member_of_a_batch_as_if_alone() {
         .map(|e| (e.get("member").unwrap(), e.get("seq").unwrap()))
         .collect();
     assert_eq!(queued, [(7, 41), (12, 42), (8, 43)], "in arrival order");
+
+    // The same call arriving again (a client resending it after an I/O
+    // error) answers what it decided, so 7, 12 and 8 are told of their own
+    // reservations instead of being refused as already holding one; and
+    // it changes nothing.
+    let again: Vec<String> = call("call-1").invoke_async(&mut conn).await.unwrap();
+    assert_eq!(again, reply, "a resent call answers the first run's reply");
+    let entries: redis::streams::StreamRangeReply = conn.xrange_all(&orders).await.unwrap();
+    assert_eq!(entries.ids.len(), 3, "and queues nothing twice");
+    let item_after: HashMap<String, i64> = conn.hgetall(&item).await.unwrap();
+    assert_eq!(item_after, item_state);
+    // A new call for the same members is decided afresh.
+    let fresh: Vec<String> = call("call-2").invoke_async(&mut conn).await.unwrap();
+    assert_eq!(fresh, ["each", "a", "a", "a", "a", "a", "x", "a"]);
 }
 
 /// A request's id (as the edge sends it) is on every log line the origin
@@ -667,4 +712,42 @@ async fn a_request_id_is_followed_into_the_json_log() {
     assert_eq!(answer["span"]["route"], "/api/seckill/{product_id}/orders");
     assert_eq!(answer["span"]["method"], "POST");
     assert_eq!(answer["fields"]["status"], 202);
+}
+
+/// With `SECKILL_REDIS_REPLICA_ACKS=1` a buy is promised only once a
+/// replica has it. A Redis with no replica can never confirm: the buyer is
+/// told `outcome_unknown` (after the wait), not 202, while the reservation
+/// itself stands and the result endpoint tells the truth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buy_no_replica_confirms_is_answered_outcome_unknown() {
+    let redis = RedisServer::start().await;
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    let settings = AppSettings::new()
+        .quiet()
+        .set("SECKILL_REDIS_REPLICA_ACKS", 1)
+        .set("SECKILL_REDIS_REPLICA_WAIT_MS", 100);
+    let origin = TestApp::start(redis.url(), &db, settings).await;
+    let api = origin.api();
+    let product = api.create_sale(&Sale::open(5)).await.product_id.get();
+    let reply = api.buy(product, 1).await;
+    assert_eq!(
+        (reply.status, reply.error()),
+        (503, Some("outcome_unknown")),
+        "{:?}",
+        reply.body
+    );
+    assert_eq!(
+        redis.command_calls("wait").await,
+        1,
+        "one WAIT for the call"
+    );
+    assert_eq!(api.result(product, 1).await.status, ResultStatus::Queued);
+    // A refusal needs no replica: nothing was written.
+    let again = api.buy(product, 1).await;
+    assert_eq!(again.error(), Some("already_ordered"));
+    assert_eq!(
+        redis.command_calls("wait").await,
+        1,
+        "no WAIT for a refusal"
+    );
 }

@@ -10,14 +10,14 @@ use rand::Rng;
 use redis::AsyncCommands;
 use seckill_shared::api::ResultStatus;
 use seckill_tests::checks::{
-    assert_invariants, buy_all, keys, orders, pid, redis_stock, sold_out_refusals, stock_available,
-    wait_for_orders,
+    assert_invariants, buy_all, deadlines_from, keys, orders, pid, redis_stock, sold_out_refusals,
+    stock_available, wait_for_orders,
 };
 use seckill_tests::client::{unix_now_ms, Api};
 use seckill_tests::proxy::TcpProxy;
 use seckill_tests::{
-    eventually, AppSettings, Backend, Origin, OriginOptions, RedisServer, Sale, TestApp,
-    TestDatabase,
+    eventually, AppSettings, Backend, Origin, OriginOptions, RedisBackend, RedisServer, Sale,
+    TestApp, TestDatabase, TestRedis,
 };
 use sqlx::AnyPool;
 
@@ -148,10 +148,14 @@ async fn pay_races_the_deadline(backend: Backend) {
     );
     assert_eq!(returned_count(&mut conn, product).await, cancelled as u64);
     // Pollers finish clearing the deadlines they claimed.
-    eventually(Duration::from_secs(5), "no deadline to be left behind", || {
-        let mut conn = conn.clone();
-        async move { (conn.zcard::<_, u64>(keys().pay_deadlines()).await.ok()? == 0).then_some(()) }
-    })
+    eventually(
+        Duration::from_secs(5),
+        "no deadline to be left behind",
+        || {
+            let mut conn = conn.clone();
+            async move { (deadlines_from(&mut conn, 0).await == 0).then_some(()) }
+        },
+    )
     .await;
     let accepted: Vec<(i64, i64)> = (1..=200).map(|m| (product, m)).collect();
     assert_invariants(&redis, &db, &[product], &accepted).await;
@@ -249,15 +253,16 @@ async fn unpaid_orders_are_cancelled_on_time_and_paid_ones_never() {
     assert_eq!(pay(&api, again, member).await, (200, None));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sold_out_flags_follow_across_three_origins() {
-    let redis = RedisServer::start().await;
+/// On a cluster the broadcast is sharded pub/sub (`SPUBLISH` to the
+/// product's registry group, `SSUBSCRIBE` on every node).
+async fn sold_out_flags_follow_across_three_origins(redis: RedisBackend) {
+    let redis = TestRedis::start(redis).await;
     let db = TestDatabase::create(Backend::Sqlite).await;
     // Flags that would otherwise last a minute: only the broadcast can
     // explain a node changing its mind within seconds.
     let start = || {
-        TestApp::start(
-            redis.url(),
+        TestApp::start_on(
+            &redis,
             &db,
             AppSettings::new()
                 .set("SECKILL_SOLDOUT_TTL_MS", 60_000)
@@ -313,6 +318,16 @@ async fn sold_out_flags_follow_across_three_origins() {
             "accepted {waited} ms after the cancellation"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sold_out_flags_follow_across_three_origins_single() {
+    sold_out_flags_follow_across_three_origins(RedisBackend::Single).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sold_out_flags_follow_across_three_origins_on_a_cluster() {
+    sold_out_flags_follow_across_three_origins(RedisBackend::Cluster).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -404,11 +419,8 @@ async fn killed_poller_claims_are_retried(backend: Backend) {
             let mut conn = conn.clone();
             async move {
                 let now_ms = unix_now_ms();
-                let later: u64 = conn
-                    .zcount(keys().pay_deadlines(), now_ms, "+inf")
-                    .await
-                    .ok()?;
-                let total: u64 = conn.zcard(keys().pay_deadlines()).await.ok()?;
+                let later = deadlines_from(&mut conn, now_ms).await;
+                let total = deadlines_from(&mut conn, 0).await;
                 (total == 20 && later == 20).then_some(())
             }
         },
@@ -452,7 +464,7 @@ async fn killed_poller_claims_are_retried(backend: Backend) {
             .await,
         20.0
     );
-    let left: u64 = conn.zcard(keys().pay_deadlines()).await.unwrap();
+    let left = deadlines_from(&mut conn, 0).await;
     assert_eq!(left, 0);
 }
 

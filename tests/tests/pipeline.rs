@@ -11,12 +11,13 @@ use redis::AsyncCommands;
 use seckill_shared::api::ResultStatus;
 use seckill_shared::keys::ORDER_GROUP;
 use seckill_tests::checks::{
-    assert_invariants, buy_all, keys, orders, pending, pid, stock_available, wait_for_orders,
+    assert_invariants, buy_all, deadlines_from, group, keys, orders, pending, pid, stock_available,
+    wait_for_orders,
 };
 use seckill_tests::redis_server::Persistence;
 use seckill_tests::{
-    eventually, AppSettings, Backend, Origin, OriginOptions, RedisServer, Sale, TestApp,
-    TestDatabase, TestWorker,
+    eventually, AppSettings, Backend, Origin, OriginOptions, RedisBackend, RedisServer, Sale,
+    TestApp, TestDatabase, TestRedis, TestWorker,
 };
 use tokio::sync::Semaphore;
 
@@ -35,10 +36,11 @@ fn worker(label: &str, redis: &RedisServer, db: &TestDatabase) -> OriginOptions 
     OriginOptions::new(label, redis, db).arg("worker")
 }
 
-async fn thousand_reservations_become_thousand_orders(backend: Backend) {
-    let redis = RedisServer::start().await;
+async fn thousand_reservations_become_thousand_orders(backend: Backend, redis: RedisBackend) {
+    let redis = TestRedis::start(redis).await;
     let db = TestDatabase::create(backend).await;
-    let buyer = buyer(&redis, &db).await;
+    let buyer =
+        TestApp::start_on(&redis, &db, AppSettings::new().set("SECKILL_CONSUMERS", 0)).await;
     let api = buyer.api();
     let product = api.create_sale(&Sale::open(1_000)).await.product_id.get();
     let queued = buy_all(&api, product, 1..=1_000).await;
@@ -47,8 +49,8 @@ async fn thousand_reservations_become_thousand_orders(backend: Backend) {
     // Order writing runs in workers of its own, two consumers each.
     let two_consumers = || AppSettings::new().set("SECKILL_CONSUMERS", 2);
     let _workers = tokio::join!(
-        TestWorker::start(redis.url(), &db, two_consumers()),
-        TestWorker::start(redis.url(), &db, two_consumers()),
+        TestWorker::start(redis.url(), &db, redis.settings(two_consumers())),
+        TestWorker::start(redis.url(), &db, redis.settings(two_consumers())),
     );
     let pool = db.pool().await;
     let rows = wait_for_orders(&pool, product, 1_000).await;
@@ -73,7 +75,7 @@ async fn thousand_reservations_become_thousand_orders(backend: Backend) {
         0,
         "everything acknowledged"
     );
-    let deadlines: u64 = conn.zcard(keys().pay_deadlines()).await.unwrap();
+    let deadlines = deadlines_from(&mut conn, 0).await;
     assert_eq!(
         deadlines, 1_000,
         "every order has a payment deadline scheduled"
@@ -84,12 +86,17 @@ async fn thousand_reservations_become_thousand_orders(backend: Backend) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_reservations_become_thousand_orders_sqlite() {
-    thousand_reservations_become_thousand_orders(Backend::Sqlite).await;
+    thousand_reservations_become_thousand_orders(Backend::Sqlite, RedisBackend::Single).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_reservations_become_thousand_orders_postgres() {
-    thousand_reservations_become_thousand_orders(Backend::Postgres).await;
+    thousand_reservations_become_thousand_orders(Backend::Postgres, RedisBackend::Single).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_reservations_become_thousand_orders_postgres_on_a_cluster() {
+    thousand_reservations_become_thousand_orders(Backend::Postgres, RedisBackend::Cluster).await;
 }
 
 async fn killed_worker_loses_nothing(backend: Backend) {
@@ -344,7 +351,7 @@ async fn poison_messages_are_dead_lettered_and_their_stock_returned_once() {
         .await
         .unwrap();
     let _: String = conn.xadd(keys().orders(ghost), "*", &fields).await.unwrap();
-    let _: () = conn.sadd(keys().products(), 999).await.unwrap();
+    let _: () = conn.sadd(keys().products(group(999)), 999).await.unwrap();
 
     let dead_letters = |conn: redis::aio::MultiplexedConnection| async move {
         let mut conn = conn;

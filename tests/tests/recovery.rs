@@ -7,9 +7,10 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use reqwest::Method;
 use seckill_shared::api::ResultStatus;
+use seckill_shared::keys::RegistryGroup;
 use seckill_tests::checks::{
-    assert_invariants, buy_all, keys, orders, pid, reconcile, redis_stock, sql, stock_available,
-    wait_for_orders,
+    assert_invariants, buy_all, deadlines_from, group, keys, orders, pid, reconcile, redis_stock,
+    sql, stock_available, wait_for_orders,
 };
 use seckill_tests::{
     eventually, AppSettings, Backend, RedisServer, Sale, TestApp, TestDatabase, TestWorker,
@@ -82,7 +83,7 @@ async fn redis_data_loss_rebuilds_what_the_database_knows(backend: Backend) {
     );
     let mut conn = redis.connection().await;
     assert_eq!(redis_stock(&mut conn, product).await, 6);
-    let deadlines: u64 = conn.zcard(keys().pay_deadlines()).await.unwrap();
+    let deadlines = deadlines_from(&mut conn, 0).await;
     assert_eq!(deadlines, 3, "the three unpaid orders' deadlines are back");
 
     // The deadlines pass: the unpaid orders are cancelled, their units come
@@ -161,7 +162,10 @@ async fn the_backstop_sweep_cancels_orders_redis_forgot() {
     assert_eq!(buy_all(&api, product, 1..=3).await.len(), 3);
     wait_for_orders(&pool, product, 3).await;
     // Lose the deadlines before they come due, as a lost write would.
-    let _: () = conn.del(keys().pay_deadlines()).await.unwrap();
+    let _: () = conn
+        .del(keys().pay_deadlines(group(product)))
+        .await
+        .unwrap();
     assert_eq!(by_status(&pool, product).await, (3, 0, 0));
 
     eventually(Duration::from_secs(10), "the sweep to cancel them", || {
@@ -529,7 +533,10 @@ async fn a_product_deleted_with_sql_fails_its_queued_reservations() {
     assert_eq!(item["repaired"], true, "{item}");
     let left: bool = conn.exists(keys().orders(pid(product))).await.unwrap();
     assert!(!left, "the deleted product's keys are gone");
-    let listed: bool = conn.sismember(keys().products(), product).await.unwrap();
+    let listed: bool = conn
+        .sismember(keys().products(group(product)), product)
+        .await
+        .unwrap();
     assert!(!listed);
 }
 
@@ -545,10 +552,19 @@ async fn a_stray_sold_out_entry_is_dropped_within_a_second() {
     let product = api.create_sale(&Sale::open(5)).await.product_id.get();
     // A late sell-out mark: recorded and broadcast, with stock on hand.
     let mut conn = redis.connection().await;
-    let _: () = conn.sadd(keys().sold_out(), product).await.unwrap();
-    let version: u64 = conn.incr(keys().sold_out_version(), 1).await.unwrap();
     let _: () = conn
-        .publish(keys().sold_out_channel(), format!("+{product}:{version}"))
+        .sadd(keys().sold_out(group(product)), product)
+        .await
+        .unwrap();
+    let version: u64 = conn
+        .incr(keys().sold_out_version(group(product)), 1)
+        .await
+        .unwrap();
+    let _: () = conn
+        .publish(
+            keys().sold_out_channel(group(product)),
+            format!("+{product}:{version}"),
+        )
         .await
         .unwrap();
 
@@ -859,7 +875,10 @@ async fn the_backstop_sweep_never_leaves_a_cancellation_half_done() {
     let mut conn = redis.connection().await;
     // Redis forgets the deadline; then the origin loses Redis while the
     // order comes due and the sweep runs.
-    let _: () = conn.del(keys().pay_deadlines()).await.unwrap();
+    let _: () = conn
+        .del(keys().pay_deadlines(RegistryGroup::of(pid(product))))
+        .await
+        .unwrap();
     path.cut();
     tokio::time::sleep(Duration::from_secs(4)).await;
     path.restore();

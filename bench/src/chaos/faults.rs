@@ -202,9 +202,13 @@ async fn claimed_deadlines(cluster: &Cluster) -> anyhow::Result<u64> {
     let mut conn = redis::Client::open(cluster.redis.url())?
         .get_multiplexed_async_connection()
         .await?;
-    let entries: Vec<(String, i64)> = conn
-        .zrange_withscores(cluster.keys.pay_deadlines(), 0, -1)
-        .await?;
+    let mut entries: Vec<(String, i64)> = Vec::new();
+    for group in seckill_shared::keys::RegistryGroup::all() {
+        let group_entries: Vec<(String, i64)> = conn
+            .zrange_withscores(cluster.keys.pay_deadlines(group), 0, -1)
+            .await?;
+        entries.extend(group_entries);
+    }
     let mut db = sqlx::PgConnection::connect(&cluster.db.url).await?;
     let deadlines: Vec<(i64, i64)> =
         sqlx::query_as("SELECT id, pay_deadline_ms FROM orders WHERE status = 'unpaid'")

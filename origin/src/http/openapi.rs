@@ -27,7 +27,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToResponse};
 
-use super::ops::{Health, Readiness};
+use super::ops::{ClusterReadiness, Health, Readiness};
 
 /// Security scheme names, as the annotations on the handlers use them.
 pub const MEMBER_TOKEN: &str = "member_token";
@@ -65,7 +65,7 @@ pub const ADMIN_TOKEN: &str = "admin_token";
             ErrorBody, ErrorCode, ProductId, MemberId, OrderId, SessionRequest, SessionResponse,
             TimeResponse, ProductView, SoldOutSnapshot, BuyStatus, BuyAccepted, ResultStatus,
             ResultView, OrderStatus, OrderView, PayResponse, QueueView, OrderCounts,
-            AdminProductView, CreateProduct, UpdateProduct, ReconcileItem, Health, Readiness,
+            AdminProductView, CreateProduct, UpdateProduct, ReconcileItem, Health, Readiness, ClusterReadiness,
         ),
         responses(E400, E401, E403, E404, E405, E409, E413, E429, E500, E503),
     ),

@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 use super::error::ApiError;
 use super::openapi::{E500, E503};
 use super::state::AppState;
+use crate::store::redis::RedisHealth;
 
 /// `GET /healthz`: always `{"status": "ok"}`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -25,6 +26,18 @@ pub struct Readiness {
     pub status: &'static str,
     pub redis: &'static str,
     pub database: &'static str,
+    /// Only on a Redis Cluster (`REDIS_CLUSTER_NODES`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterReadiness>,
+}
+
+/// The cluster's own view and how many primaries answered.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClusterReadiness {
+    #[schema(example = "ok")]
+    pub cluster_state: String,
+    pub primaries: usize,
+    pub primaries_reachable: usize,
 }
 
 /// The process is up and serving HTTP.
@@ -34,16 +47,39 @@ pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// Redis and the database both answer: this node can take buys.
+/// Redis and the database both answer: this node can take buys. On a
+/// cluster the answer also says `cluster_state` and how many primaries
+/// answered.
 #[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "operations",
     responses((status = 200, body = Readiness), (status = 503, response = E503)))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, ApiError> {
     let ready = state.operations.readiness().await;
+    let cluster = match &ready.cluster {
+        Some(RedisHealth::Cluster {
+            state,
+            primaries,
+            reachable,
+        }) => format!("; cluster_state {state}, {reachable} of {primaries} primaries reachable"),
+        _ => String::new(),
+    };
     if ready.redis && ready.database {
+        let cluster = match ready.cluster {
+            Some(RedisHealth::Cluster {
+                state,
+                primaries,
+                reachable,
+            }) => Some(ClusterReadiness {
+                cluster_state: state,
+                primaries,
+                primaries_reachable: reachable,
+            }),
+            _ => None,
+        };
         return Ok(Json(Readiness {
             status: "ok",
             redis: "ok",
             database: "ok",
+            cluster,
         }));
     }
     let down: Vec<&str> = [("redis", ready.redis), ("database", ready.database)]
@@ -53,7 +89,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, Ap
         .collect();
     Err(ApiError::with_message(
         ErrorCode::Unavailable,
-        format!("not ready: {} unreachable", down.join(" and ")),
+        format!("not ready: {} unreachable{cluster}", down.join(" and ")),
     ))
 }
 

@@ -152,6 +152,21 @@ impl Buying {
                 self.sold_out.note(product);
                 Err(Refusal::SoldOut.into())
             }
+            ReserveOutcome::Unreplicated { acked } => {
+                tracing::warn!(
+                    product = product.get(),
+                    member = member.get(),
+                    acked,
+                    "reservation made but not confirmed by enough replicas"
+                );
+                Err(BuyError::OutcomeUnknown(
+                    redis::RedisError::from((
+                        redis::ErrorKind::Io,
+                        "too few replicas confirmed the reservation",
+                    ))
+                    .into(),
+                ))
+            }
             ReserveOutcome::AlreadyOrdered => Err(Refusal::AlreadyOrdered.into()),
             ReserveOutcome::NotStarted => Err(Refusal::NotStarted.into()),
             ReserveOutcome::Ended => Err(Refusal::Ended.into()),

@@ -9,15 +9,17 @@ use crate::metrics::Metrics;
 use crate::store::db::Database;
 use crate::store::redis::order_streams::OrderStreams;
 use crate::store::redis::stock::Stock;
-use crate::store::redis::Redis;
+use crate::store::redis::{Redis, RedisHealth};
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Which stores answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which stores answer, and what a cluster says of itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Readiness {
     pub redis: bool,
     pub database: bool,
+    /// `None` on one Redis, or when the cluster did not answer at all.
+    pub cluster: Option<RedisHealth>,
 }
 
 pub struct Operations {
@@ -30,16 +32,22 @@ pub struct Operations {
 }
 
 impl Operations {
-    /// Redis and the database both answer within two seconds: this node
+    /// Redis and the database both answer within two seconds (on a
+    /// cluster: its state is `ok` and every primary answers): this node
     /// can take buys.
     pub async fn readiness(&self) -> Readiness {
         let (redis, db) = tokio::join!(
-            tokio::time::timeout(CHECK_TIMEOUT, self.redis.ping()),
+            tokio::time::timeout(CHECK_TIMEOUT, self.redis.health()),
             tokio::time::timeout(CHECK_TIMEOUT, self.db.ping()),
         );
+        let health = match redis {
+            Ok(Ok(health)) => Some(health),
+            _ => None,
+        };
         Readiness {
-            redis: matches!(redis, Ok(Ok(()))),
+            redis: health.as_ref().is_some_and(RedisHealth::is_ok),
             database: matches!(db, Ok(Ok(()))),
+            cluster: health.filter(|h| matches!(h, RedisHealth::Cluster { .. })),
         }
     }
 

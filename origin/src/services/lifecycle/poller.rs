@@ -55,12 +55,12 @@ pub async fn run(lifecycle: Lifecycle, settings: PollerSettings, shutdown: Shutd
                     break;
                 }
             };
-            if claimed.is_empty() {
+            if claimed.entries.is_empty() {
                 break;
             }
-            let full = claimed.len() == settings.batch;
-            let span = tracing::info_span!("deadline_claim", claimed = claimed.len());
-            futures::stream::iter(claimed)
+            let full = claimed.more;
+            let span = tracing::info_span!("deadline_claim", claimed = claimed.entries.len());
+            futures::stream::iter(claimed.entries)
                 .for_each_concurrent(CONCURRENCY, |entry| settle(&lifecycle, entry))
                 .instrument(span)
                 .await;

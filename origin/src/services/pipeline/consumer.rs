@@ -350,7 +350,7 @@ impl Consumer {
     /// member's result and acknowledges the entries.
     async fn record_written(&self, written: &[(&Queued, &Outcome)]) {
         let mut acks: BTreeMap<ProductId, Vec<WrittenOrder>> = BTreeMap::new();
-        let mut deadlines: Vec<(i64, DeadlineEntry)> = Vec::new();
+        let mut deadlines: BTreeMap<ProductId, Vec<(i64, DeadlineEntry)>> = BTreeMap::new();
         let mut inserted = 0u64;
         for (item, outcome) in written {
             let Outcome::Written {
@@ -367,7 +367,7 @@ impl Consumer {
                 inserted += 1;
             }
             if *unpaid {
-                deadlines.push((
+                deadlines.entry(request.product).or_default().push((
                     *pay_deadline_ms,
                     DeadlineEntry {
                         product: request.product,
@@ -385,12 +385,16 @@ impl Consumer {
 
         // Deadlines first: an entry acknowledged without its deadline would
         // leave an unpaid order nobody cancels (until the backstop sweep).
-        if let Err(err) = self.ctx.deadlines.schedule(&deadlines).await {
-            tracing::warn!(error = %chain(&err),
-                "cannot schedule payment deadlines; entries stay pending and will be redelivered");
-            return;
-        }
+        // Product by product: on a cluster the deadlines and the streams
+        // of different products may be on different shards, and one shard
+        // failing over must not hold up the others' acknowledgements.
         for (product, orders) in acks {
+            let due = deadlines.remove(&product).unwrap_or_default();
+            if let Err(err) = self.ctx.deadlines.schedule(&due).await {
+                tracing::warn!(product = product.get(), error = %chain(&err),
+                    "cannot schedule payment deadlines; entries stay pending and will be redelivered");
+                continue;
+            }
             if let Err(err) = self.ctx.streams.ack_orders(product, &orders).await {
                 tracing::warn!(product = product.get(), error = %chain(&err),
                     "orders are committed but not acknowledged; they will be redelivered and found");

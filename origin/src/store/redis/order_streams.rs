@@ -5,16 +5,21 @@
 //!
 //! A product's streams share its hash tag, so the reserve script can queue
 //! an order in the same atomic call that takes the unit. A consumer reads
-//! every live product's stream in one `XREADGROUP`, on a connection of its
-//! own (a blocking read would hold up the shared one).
+//! on a connection of its own (a blocking read would hold up the shared
+//! one): on one Redis, every live product's stream in one blocking
+//! `XREADGROUP`. On a cluster one command may only name keys of one slot,
+//! so a consumer sends one `XREADGROUP` per slot, each routed to the
+//! primary that owns it, all at once and without blocking (a blocked
+//! command would hold up the node connection the others share), and
+//! pauses briefly when none had anything.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use super::Conn;
 use redis::{AsyncCommands, RedisResult, Script, Value};
 use seckill_shared::api::QueueView;
-use seckill_shared::keys::{RedisKeys, ORDER_GROUP};
+use seckill_shared::keys::{slot_of, RedisKeys, ORDER_GROUP};
 use seckill_shared::records::{InvalidRecord, OrderRequest};
 use seckill_shared::{MemberId, ProductId};
 
@@ -62,6 +67,7 @@ impl OrderStreams {
             conn: self.redis.dedicated()?,
             keys: self.redis.keys.clone(),
             consumer,
+            cluster: self.redis.is_cluster(),
         })
     }
 
@@ -215,23 +221,78 @@ impl QueueProgress {
 
 /// One consumer's view of the order streams, on its own connection.
 pub struct OrderReader {
-    conn: ConnectionManager,
+    conn: Conn,
     keys: RedisKeys,
     consumer: String,
+    cluster: bool,
 }
+
+/// How long a cluster consumer pauses when no slot had a new entry.
+const CLUSTER_IDLE_PAUSE: Duration = Duration::from_millis(20);
 
 impl OrderReader {
     pub fn consumer(&self) -> &str {
         &self.consumer
     }
 
-    /// Reads up to `count` new entries across `products`, blocking up to
-    /// `block`.
+    /// Reads up to `count` new entries across `products` (on a cluster,
+    /// up to `count` per slot), waiting up to `block` for some.
     pub async fn read_new(
         &mut self,
         products: &[ProductId],
         count: usize,
         block: Duration,
+    ) -> RedisResult<Vec<Delivery>> {
+        let mut by_slot: BTreeMap<u16, Vec<ProductId>> = BTreeMap::new();
+        for &product in products {
+            let slot = if self.cluster {
+                slot_of(self.keys.orders(product).as_bytes())
+            } else {
+                0
+            };
+            by_slot.entry(slot).or_default().push(product);
+        }
+        if by_slot.len() <= 1 {
+            return self.read_slot(products, count, Some(block)).await;
+        }
+        let reads = by_slot.values().map(|products| {
+            let mut reader = self.clone_reader();
+            async move { reader.read_slot(products, count, None).await }
+        });
+        let mut read = Vec::new();
+        let mut first_err = None;
+        for answer in futures::future::join_all(reads).await {
+            match answer {
+                Ok(entries) => read.extend(entries),
+                Err(err) => {
+                    first_err.get_or_insert(err);
+                }
+            }
+        }
+        if read.is_empty() {
+            if let Some(err) = first_err {
+                return Err(err);
+            }
+            tokio::time::sleep(CLUSTER_IDLE_PAUSE.min(block)).await;
+        }
+        Ok(read)
+    }
+
+    fn clone_reader(&self) -> Self {
+        Self {
+            conn: self.conn.clone(),
+            keys: self.keys.clone(),
+            consumer: self.consumer.clone(),
+            cluster: self.cluster,
+        }
+    }
+
+    /// One `XREADGROUP` over streams of one slot (on one Redis: any).
+    async fn read_slot(
+        &mut self,
+        products: &[ProductId],
+        count: usize,
+        block: Option<Duration>,
     ) -> RedisResult<Vec<Delivery>> {
         let streams: Vec<String> = products.iter().map(|p| self.keys.orders(*p)).collect();
         let by_stream: HashMap<&str, ProductId> = streams
@@ -245,7 +306,7 @@ impl OrderReader {
             ORDER_GROUP,
             &self.consumer,
             count,
-            Some(block),
+            block,
         )
         .await
         {

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use super::Conn;
 use redis::streams::{StreamReadOptions, StreamReadReply};
 use redis::{AsyncCommands, RedisResult};
 use seckill_shared::keys::REFRESH_GROUP;
@@ -70,7 +70,7 @@ impl ChangeStream {
 }
 
 pub struct ChangeRefresher {
-    conn: ConnectionManager,
+    conn: Conn,
     stream: String,
     consumer: String,
 }
@@ -117,7 +117,7 @@ impl ChangeRefresher {
 }
 
 pub struct ChangeTail {
-    conn: ConnectionManager,
+    conn: Conn,
     stream: String,
     last: String,
 }

@@ -7,12 +7,19 @@
 //! single buy and nothing waits; under load, while a few calls are in
 //! flight, the next buys gather into the following call, so the per-call
 //! cost (dispatch, syscalls, entering Lua) is paid once per batch, not once
-//! per buyer. Each buy still costs at most one Redis round trip.
+//! per buyer. Each buy still costs at most one Redis round trip (two with
+//! `SECKILL_REDIS_REPLICA_ACKS`: the call, then one `WAIT` on the item's
+//! shard for the whole batch).
+//!
+//! Every call carries an id of its own, and the script keeps a reply that
+//! reserved anything under it for [`REPLY_KEEP`]: a call resent after an
+//! I/O error (the client cannot know whether it ran) answers the first
+//! run's reply instead of refusing the buyers as already holding one.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use redis::aio::ConnectionManager;
+use super::Conn;
 use redis::{RedisError, RedisResult, Script, Value};
 use seckill_shared::keys::RedisKeys;
 use seckill_shared::{MemberId, ProductId};
@@ -29,6 +36,30 @@ pub const RESERVE_LUA: &str = include_str!("scripts/reserve.lua");
 const MAX_BATCH: usize = 256;
 /// Script calls in flight at once; further buys gather meanwhile.
 const IN_FLIGHT: usize = 4;
+/// How long a call's reply is kept for a resent copy of the call: longer
+/// than any client waits for one answer.
+const REPLY_KEEP: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How many replicas of the item's shard must confirm a batch's writes
+/// before its reservations are promised (`WAIT replicas timeout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReplicaAcks {
+    pub replicas: u16,
+    pub timeout: std::time::Duration,
+}
+
+/// Ids of reserve calls: unique per process run and call.
+struct CallIds {
+    run: u64,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl CallIds {
+    fn next(&self) -> String {
+        let call = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{:016x}-{call:x}", self.run)
+    }
+}
 
 /// One buy waiting for its batch's answer. A failure answers every buy of
 /// the batch, so each gets a clone of the error.
@@ -45,9 +76,18 @@ pub(super) struct ReserveBatcher {
 
 impl ReserveBatcher {
     /// Starts the batching task (inside the Tokio runtime).
-    pub(super) fn start(conn: ConnectionManager, keys: RedisKeys) -> Self {
+    pub(super) fn start(conn: Conn, keys: RedisKeys, replicas: ReplicaAcks) -> Self {
         let (queue, waiting) = mpsc::unbounded_channel();
-        tokio::spawn(run(waiting, conn, keys, Arc::new(Script::new(RESERVE_LUA))));
+        let calls = Calls {
+            script: Script::new(RESERVE_LUA),
+            keys,
+            replicas,
+            ids: CallIds {
+                run: rand::random(),
+                next: Default::default(),
+            },
+        };
+        tokio::spawn(run(waiting, conn, Arc::new(calls)));
         Self { queue }
     }
 
@@ -70,12 +110,15 @@ impl ReserveBatcher {
     }
 }
 
-async fn run(
-    mut waiting: mpsc::UnboundedReceiver<Waiting>,
-    conn: ConnectionManager,
+/// What every call needs.
+struct Calls {
+    script: Script,
     keys: RedisKeys,
-    script: Arc<Script>,
-) {
+    replicas: ReplicaAcks,
+    ids: CallIds,
+}
+
+async fn run(mut waiting: mpsc::UnboundedReceiver<Waiting>, conn: Conn, calls: Arc<Calls>) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     while let Some(first) = waiting.recv().await {
         // Waiting for a free slot is what lets a batch grow under load.
@@ -94,9 +137,9 @@ async fn run(
                 Err(_) => break,
             }
         }
-        let (conn, keys, script) = (conn.clone(), keys.clone(), script.clone());
+        let (conn, calls) = (conn.clone(), calls.clone());
         tokio::spawn(async move {
-            let calls = by_product.into_iter().flat_map(|(product, buys)| {
+            let batches = by_product.into_iter().flat_map(|(product, buys)| {
                 let mut chunks = Vec::new();
                 let mut buys = buys.into_iter().peekable();
                 while buys.peek().is_some() {
@@ -105,7 +148,7 @@ async fn run(
                 chunks
             });
             futures::future::join_all(
-                calls.map(|(product, buys)| call(conn.clone(), &keys, &script, product, buys)),
+                batches.map(|(product, buys)| call(conn.clone(), &calls, product, buys)),
             )
             .await;
             drop(slot);
@@ -114,24 +157,24 @@ async fn run(
 }
 
 /// One script call for one item's waiting buys; answers each of them.
-async fn call(
-    mut conn: ConnectionManager,
-    keys: &RedisKeys,
-    script: &Script,
-    product: ProductId,
-    buys: Vec<Waiting>,
-) {
-    let mut invocation = script.prepare_invoke();
+async fn call(mut conn: Conn, calls: &Calls, product: ProductId, buys: Vec<Waiting>) {
+    let keys = &calls.keys;
+    let mut invocation = calls.script.prepare_invoke();
     invocation
         .key(keys.item(product))
         .key(keys.members(product))
         .key(keys.orders(product))
-        .arg(product.get());
+        .key(keys.reserve_reply(product, &calls.ids.next()))
+        .arg(product.get())
+        .arg(REPLY_KEEP.as_millis() as u64);
     for buy in &buys {
         invocation.arg(buy.member.get());
     }
     let reply: RedisResult<Vec<Value>> = invocation.invoke_async(&mut conn).await;
-    let outcomes = reply.and_then(|reply| parse(reply, buys.len()));
+    let mut outcomes = reply.and_then(|reply| parse(reply, buys.len()));
+    if let Ok(decided) = &mut outcomes {
+        confirm_replicated(&mut conn, calls, product, decided).await;
+    }
     match outcomes {
         Ok(outcomes) => {
             for (buy, outcome) in buys.into_iter().zip(outcomes) {
@@ -141,6 +184,40 @@ async fn call(
         Err(err) => {
             for buy in buys {
                 let _ = buy.reply.send(Err(err.clone()));
+            }
+        }
+    }
+}
+
+/// With `SECKILL_REDIS_REPLICA_ACKS`, waits (once for the batch) until
+/// that many replicas of the item's shard have the writes; if they do not
+/// in time, or the wait fails, the batch's reservations become
+/// [`ReserveOutcome::Unreplicated`]: they exist, but cannot be promised.
+async fn confirm_replicated(
+    conn: &mut Conn,
+    calls: &Calls,
+    product: ProductId,
+    outcomes: &mut [ReserveOutcome],
+) {
+    let wanted = calls.replicas.replicas;
+    if wanted == 0
+        || !outcomes
+            .iter()
+            .any(|o| matches!(o, ReserveOutcome::Queued { .. }))
+    {
+        return;
+    }
+    let acked = conn
+        .wait_for_replicas(&calls.keys.item(product), wanted, calls.replicas.timeout)
+        .await
+        .unwrap_or_else(|err| {
+            tracing::warn!(error = %err, "WAIT for replicas failed");
+            0
+        });
+    if acked < i64::from(wanted) {
+        for outcome in outcomes.iter_mut() {
+            if matches!(outcome, ReserveOutcome::Queued { .. }) {
+                *outcome = ReserveOutcome::Unreplicated { acked };
             }
         }
     }

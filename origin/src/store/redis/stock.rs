@@ -7,7 +7,7 @@
 //! member holds: see `MemberState`), the returned-stock set (reservations
 //! whose unit came back, so none comes back twice) and the applied
 //! stock-edit ledger; and, across products, the registry of live products
-//! that consumers and pollers iterate. Stock only changes inside scripts:
+//! that consumers and pollers iterate (one set per registry group). Stock only changes inside scripts:
 //! `reserve.lua` (through the batcher), `release.lua`, `adjust_stock.lua`
 //! and `repair_stock.lua`. The reserve and release scripts also write the
 //! product's order and dead-letter streams, in the same atomic call.
@@ -15,10 +15,11 @@
 use std::sync::Arc;
 
 use redis::{AsyncCommands, RedisResult, Script};
-use seckill_shared::keys::{MemberState, ORDER_GROUP};
+use seckill_shared::keys::{MemberState, RegistryGroup, ORDER_GROUP};
 use seckill_shared::{MemberId, OrderId, ProductId};
 
 use super::order_streams::QueueProgress;
+pub use super::reserve_batcher::ReplicaAcks;
 use super::reserve_batcher::ReserveBatcher;
 use super::Redis;
 use crate::store::db::products::{LiveOrders, ProductRow};
@@ -35,7 +36,16 @@ fn script_integer(value: i64) -> i64 {
 /// What the reserve script decided for one member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReserveOutcome {
-    Queued { stock_left: i64, seq: i64 },
+    Queued {
+        stock_left: i64,
+        seq: i64,
+    },
+    /// Reserved on the primary, but fewer replicas than
+    /// `SECKILL_REDIS_REPLICA_ACKS` confirmed it in time: a failover now
+    /// could lose it, so the buyer cannot be promised it.
+    Unreplicated {
+        acked: i64,
+    },
     SoldOut,
     AlreadyOrdered,
     NotStarted,
@@ -129,8 +139,8 @@ pub struct Stock {
 
 impl Stock {
     /// Starts the reserve batcher (inside the Tokio runtime).
-    pub fn new(redis: Redis) -> Self {
-        let batcher = ReserveBatcher::start(redis.connection(), redis.keys.clone());
+    pub fn new(redis: Redis, replicas: ReplicaAcks) -> Self {
+        let batcher = ReserveBatcher::start(redis.connection(), redis.keys.clone(), replicas);
         Self {
             redis,
             batcher,
@@ -197,7 +207,12 @@ impl Stock {
     pub async fn unload(&self, product: ProductId) -> RedisResult<()> {
         let mut conn = self.redis.connection();
         let _: () = conn.del(self.all_keys(product)).await?;
-        conn.srem(self.redis.keys.products(), product.get()).await
+        conn.srem(self.registry(product), product.get()).await
+    }
+
+    /// The registry set of the product's group.
+    fn registry(&self, product: ProductId) -> String {
+        self.redis.keys.products(RegistryGroup::of(product))
     }
 
     fn product_keys(&self, product: ProductId) -> [String; 5] {
@@ -230,7 +245,7 @@ impl Stock {
             // The registry spans products, so it is a command of its own;
             // it goes first, so an item is never live without being listed
             // (a listed item that is not live costs nothing).
-            let _: () = conn.sadd(self.redis.keys.products(), product.get()).await?;
+            let _: () = conn.sadd(self.registry(product), product.get()).await?;
         }
         let mut call = self.scripts.preheat.prepare_invoke();
         for key in self.product_keys(product) {
@@ -310,15 +325,19 @@ impl Stock {
             .await
     }
 
-    /// Live product ids (the registry preheat maintains), in id order.
+    /// Live product ids (the registry preheat maintains), in id order: one
+    /// `SMEMBERS` per group, sent together. While some groups' shard is
+    /// failing over, the products of the others are still listed.
     pub async fn live_products(&self) -> RedisResult<Vec<ProductId>> {
-        let ids: Vec<i64> = self
-            .redis
-            .connection()
-            .smembers(self.redis.keys.products())
-            .await?;
-        let mut ids: Vec<ProductId> = ids
+        let reads = RegistryGroup::all().map(|group| {
+            let mut conn = self.redis.connection();
+            let key = self.redis.keys.products(group);
+            async move { conn.smembers::<_, Vec<i64>>(key).await }
+        });
+        let groups = super::any_answered(futures::future::join_all(reads).await)?;
+        let mut ids: Vec<ProductId> = groups
             .into_iter()
+            .flatten()
             .filter_map(|id| ProductId::new(id).ok())
             .collect();
         ids.sort();
@@ -352,11 +371,14 @@ impl Stock {
         if products.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for product in products {
-            pipe.hget(self.redis.keys.item(*product), "stock");
-        }
-        pipe.query_async(&mut self.redis.connection()).await
+        // One command per item (they may live on different shards), sent
+        // together on the multiplexed connection.
+        let reads = products.iter().map(|product| {
+            let mut conn = self.redis.connection();
+            let key = self.redis.keys.item(*product);
+            async move { conn.hget::<_, _, Option<i64>>(key, "stock").await }
+        });
+        futures::future::join_all(reads).await.into_iter().collect()
     }
 
     /// Applies one stock edit to live stock, at most once (see `adjust_stock.lua`).

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use super::Conn;
 use redis::streams::{
     StreamAutoClaimOptions, StreamAutoClaimReply, StreamClaimOptions, StreamId,
     StreamInfoGroupsReply, StreamPendingCountReply, StreamPendingReply, StreamReadOptions,
@@ -25,11 +25,7 @@ pub(super) struct Read {
 }
 
 /// Creates `group` on `stream` (and the stream) unless it exists.
-pub(super) async fn ensure_group(
-    conn: &mut ConnectionManager,
-    stream: &str,
-    group: &str,
-) -> RedisResult<()> {
+pub(super) async fn ensure_group(conn: &mut Conn, stream: &str, group: &str) -> RedisResult<()> {
     let created: RedisResult<()> = conn.xgroup_create_mkstream(stream, group, "0").await;
     match created {
         Err(err) if err.code() != Some("BUSYGROUP") => Err(err),
@@ -40,7 +36,7 @@ pub(super) async fn ensure_group(
 /// Up to `count` entries never delivered to `group`, across `streams`,
 /// waiting up to `block` when there are none (`None`: do not wait).
 pub(super) async fn read_new(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     streams: &[String],
     group: &str,
     consumer: &str,
@@ -76,7 +72,7 @@ pub(super) async fn read_new(
 /// Takes over up to `count` entries of `stream` idle for at least
 /// `min_idle` (their consumer died or is stuck).
 pub(super) async fn claim_idle(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     stream: &str,
     group: &str,
     consumer: &str,
@@ -126,7 +122,7 @@ pub(super) async fn claim_idle(
 /// waits for something), so others do not take them over meanwhile.
 /// `JUSTID` leaves their delivery counts alone.
 pub(super) async fn keep_claimed(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     stream: &str,
     group: &str,
     consumer: &str,
@@ -162,7 +158,7 @@ pub(super) struct GroupPosition {
 
 /// Where `group` stands on `stream` (`None`: no such stream or group).
 pub(super) async fn position(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     stream: &str,
     group: &str,
 ) -> RedisResult<Option<GroupPosition>> {

@@ -2,8 +2,11 @@
 -- Record that a product sold out (ARGV[2] = '1') or is back in stock ('0'),
 -- and tell every origin node.
 --
--- KEYS[1] sold-out set, KEYS[2] version counter
--- ARGV[1] product id, ARGV[2] '1' | '0', ARGV[3] pub/sub channel
+-- KEYS[1] the group's sold-out set, KEYS[2] its version counter,
+-- KEYS[3] its channel (a shard channel on a cluster, so it is declared
+-- like a key and lives in the group's slot)
+-- ARGV[1] product id, ARGV[2] '1' | '0', ARGV[3] 'PUBLISH' on one Redis,
+-- 'SPUBLISH' on a cluster
 --
 -- The version changes exactly when the set changes. A sell-out is only
 -- announced when it is news (every node that notices it may call this). A
@@ -27,9 +30,9 @@ else
 end
 if ARGV[2] == '1' then
   if changed == 1 then
-    redis.call('PUBLISH', ARGV[3], '+' .. ARGV[1] .. ':' .. version)
+    redis.call(ARGV[3], KEYS[3], '+' .. ARGV[1] .. ':' .. version)
   end
 else
-  redis.call('PUBLISH', ARGV[3], '-' .. ARGV[1] .. ':' .. version)
+  redis.call(ARGV[3], KEYS[3], '-' .. ARGV[1] .. ':' .. version)
 end
 return version

@@ -4,14 +4,32 @@
 -- is decided as if alone, in arrival order (docs/DESIGN.md, "The reserve
 -- script", says why it is shaped this way).
 --
--- KEYS[1] item hash, KEYS[2] members hash, KEYS[3] order stream
--- ARGV[1] product id, ARGV[2..] member ids
+-- KEYS[1] item hash, KEYS[2] members hash, KEYS[3] order stream,
+-- KEYS[4] this call's reply key ({p<id>}:reply:<call id>)
+-- ARGV[1] product id, ARGV[2] how long (ms) the reply is kept, ARGV[3..]
+-- member ids
 -- Returns {'unknown_product' | 'not_started' | 'ended'} for the whole
 -- batch, or {'each', r1, r2, ...}: 'q:<seq>:<stock left>' (queued), 'a'
 -- (already holds a reservation or order), 'x' (sold out).
+--
+-- A call can arrive twice (a client resends a request after an I/O error,
+-- not knowing whether it ran). A call that reserved anything keeps its
+-- reply under its own id for a while, and the same call arriving again
+-- answers that reply instead of deciding again, so a buyer is told of
+-- their own reservation, never refused as already holding one.
 local item = KEYS[1]
 local members = KEYS[2]
 local orders = KEYS[3]
+local reply_key = KEYS[4]
+
+local replayed = redis.call('GET', reply_key)
+if replayed then
+  local results = {}
+  for part in string.gmatch(replayed, '[^,]+') do
+    results[#results + 1] = part
+  end
+  return results
+end
 
 local fields = redis.call('HMGET', item, 'stock', 'starts_at', 'ends_at', 'price', 'seq')
 if not fields[1] then
@@ -28,26 +46,26 @@ if now_s >= tonumber(fields[3]) then
 end
 local reserved_at_ms = string.format('%d', now_s * 1000 + math.floor(tonumber(clock[2]) / 1000))
 
-local held = redis.call('HMGET', members, unpack(ARGV, 2))
+local held = redis.call('HMGET', members, unpack(ARGV, 3))
 local stock = tonumber(fields[1])
 local seq = tonumber(fields[5]) or 0
 local results = {'each'}
 local granted = {}
 local winners = {}
-for i = 2, #ARGV do
+for i = 3, #ARGV do
   local member = ARGV[i]
-  local state = held[i - 1]
+  local state = held[i - 2]
   local kind = state and string.sub(state, 1, 1)
   if granted[member] or kind == 'q' or kind == 's' then
-    results[i] = 'a'
+    results[i - 1] = 'a'
   elseif stock <= 0 then
-    results[i] = 'x'
+    results[i - 1] = 'x'
   else
     stock = stock - 1
     seq = seq + 1
     granted[member] = true
     winners[#winners + 1] = {member, seq}
-    results[i] = string.format('q:%d:%d', seq, stock)
+    results[i - 1] = string.format('q:%d:%d', seq, stock)
   end
 end
 if #winners == 0 then
@@ -72,4 +90,5 @@ for w = 1, #winners do
   states[#states + 1] = string.format('q:%d', winners[w][2])
 end
 redis.call('HSET', members, unpack(states))
+redis.call('SET', reply_key, table.concat(results, ','), 'PX', ARGV[2])
 return results
