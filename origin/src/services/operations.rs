@@ -49,9 +49,32 @@ impl Operations {
         self.metrics
             .sold_out_flags
             .set(self.sold_out.flagged().len() as i64);
+        let ready = self.readiness().await;
+        for (dependency, up) in [("redis", ready.redis), ("database", ready.database)] {
+            self.metrics
+                .ready
+                .with_label_values(&[dependency])
+                .set(i64::from(up));
+        }
         let gauges = &self.metrics.queue_gauges;
         gauges.reset();
+        self.metrics.stock_left.reset();
+        self.metrics.sold_out_listed.reset();
         if let Ok(products) = self.stock.live_products().await {
+            let stock = self.stock.stock_of(&products).await.unwrap_or_default();
+            let listed = self.sold_out.snapshot().await.map(|s| s.sold_out).ok();
+            for (product, left) in products.iter().zip(&stock) {
+                let id = product.to_string();
+                if let Some(left) = left {
+                    self.metrics.stock_left.with_label_values(&[&id]).set(*left);
+                }
+                if let Some(listed) = &listed {
+                    self.metrics
+                        .sold_out_listed
+                        .with_label_values(&[&id])
+                        .set(i64::from(listed.contains(product)));
+                }
+            }
             for product in products {
                 let Ok(stats) = self.streams.stats(product).await else {
                     continue;
