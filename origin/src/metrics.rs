@@ -39,6 +39,8 @@ pub struct Metrics {
     /// whether the sold-out registry lists it (the alert rules compare them).
     pub stock_left: IntGaugeVec,
     pub sold_out_listed: IntGaugeVec,
+    /// The last minutes of each item, for the operations page's charts.
+    pub history: crate::history::History,
 }
 
 impl Metrics {
@@ -244,6 +246,7 @@ impl Metrics {
             ready,
             stock_left,
             sold_out_listed,
+            history: Default::default(),
         }
     }
 

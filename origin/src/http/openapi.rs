@@ -13,9 +13,10 @@ use std::sync::LazyLock;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use seckill_shared::api::{
-    AdminProductView, BuyAccepted, BuyStatus, CreateProduct, ErrorBody, OrderCounts, OrderStatus,
-    OrderView, PayResponse, ProductView, QueueView, ReconcileItem, ResultStatus, ResultView,
-    SessionRequest, SessionResponse, SoldOutSnapshot, TimeResponse, UpdateProduct,
+    AdminProductView, BuyAccepted, BuySecond, BuyStatus, CreateProduct, ErrorBody, ItemHistory,
+    LevelSample, OrderCounts, OrderStatus, OrderView, PayResponse, ProductView, QueueView,
+    ReconcileItem, ResultStatus, ResultView, SessionRequest, SessionResponse, SoldOutSnapshot,
+    TimeResponse, UpdateProduct,
 };
 use seckill_shared::{ErrorCode, MemberId, OrderId, ProductId};
 use utoipa::openapi::content::ContentBuilder;
@@ -54,6 +55,7 @@ pub const ADMIN_TOKEN: &str = "admin_token";
         super::admin::update_product,
         super::admin::end_sale,
         super::admin::reconcile,
+        super::admin::history,
         super::ops::healthz,
         super::ops::readyz,
         super::ops::metrics,
@@ -65,6 +67,7 @@ pub const ADMIN_TOKEN: &str = "admin_token";
             TimeResponse, ProductView, SoldOutSnapshot, BuyStatus, BuyAccepted, ResultStatus,
             ResultView, OrderStatus, OrderView, PayResponse, QueueView, OrderCounts,
             AdminProductView, CreateProduct, UpdateProduct, ReconcileItem, Health, Readiness,
+            ItemHistory, BuySecond, LevelSample,
         ),
         responses(E400, E401, E403, E404, E405, E409, E413, E429, E500, E503),
     ),

@@ -63,6 +63,7 @@ impl Operations {
         if let Ok(products) = self.stock.live_products().await {
             let stock = self.stock.stock_of(&products).await.unwrap_or_default();
             let listed = self.sold_out.snapshot().await.map(|s| s.sold_out).ok();
+            let now_ms = crate::clock::unix_ms();
             for (product, left) in products.iter().zip(&stock) {
                 let id = product.to_string();
                 if let Some(left) = left {
@@ -75,11 +76,19 @@ impl Operations {
                         .set(i64::from(listed.contains(product)));
                 }
             }
-            for product in products {
+            for (index, product) in products.into_iter().enumerate() {
                 let Ok(stats) = self.streams.stats(product).await else {
                     continue;
                 };
                 let id = product.to_string();
+                if let Some(Some(left)) = stock.get(index) {
+                    self.metrics.history.record_levels(
+                        product,
+                        now_ms,
+                        *left,
+                        stats.lag + stats.pending,
+                    );
+                }
                 for (measure, value) in [
                     ("length", stats.length),
                     ("pending", stats.pending),
