@@ -104,6 +104,7 @@ function ceiling(value) {
  * drawn from `from` to `to` (unix seconds).
  */
 function lineChart(kind, title, series, from, to) {
+  const span = Math.round((to - from) / 60);
   const width = 320, height = 120, left = 34, right = 6, top = 8, bottom = 18;
   const top_y = ceiling(Math.max(0, ...series.flatMap((s) => s.points.map(([, y]) => y))));
   const x = (t) => left + ((t - from) / (to - from)) * (width - left - right);
@@ -121,7 +122,7 @@ function lineChart(kind, title, series, from, to) {
     text.textContent = value;
     chart.append(text);
   }
-  for (const [text, at, anchor] of [[`−${CHART_SECONDS / 60} min`, left, "start"], ["now", width - right, "end"]]) {
+  for (const [text, at, anchor] of [[span >= 1 ? `−${span} min` : `−${to - from} s`, left, "start"], ["now", width - right, "end"]]) {
     const tick = svg("text", { x: at, y: height - 4, "text-anchor": anchor, class: "tick" });
     tick.textContent = text;
     chart.append(tick);
@@ -156,10 +157,17 @@ function renderCharts(items, histories) {
   const byId = new Map(histories.map((h) => [h.product_id, h]));
   const nowS = clock.nowMs() / 1000;
   const live = items.filter((item) => nowS < item.product.ends_at);
-  const to = Math.floor(nowS), from = to - CHART_SECONDS;
+  const to = Math.floor(nowS);
   const figures = live.map((item) => {
     const p = item.product;
     const history = byId.get(p.product_id) || { buys: [], levels: [] };
+    // The last CHART_SECONDS, or less when the item's story is shorter
+    // (never under 20 s), so a fresh rush is not a sliver at the edge.
+    const first = Math.min(
+      ...history.buys.filter((b) => OUTCOMES.some(([key]) => b[key] > 0)).map((b) => b.t),
+      ...history.levels.map((l) => l.t_ms / 1000),
+    );
+    const from = Math.max(to - CHART_SECONDS, Math.min(to - 20, Math.floor(first) - 3));
     const buys = history.buys.filter((b) => b.t >= from);
     const total = (key) => buys.reduce((sum, b) => sum + b[key], 0);
     const figure = document.createElement("figure");
@@ -170,7 +178,9 @@ function renderCharts(items, histories) {
     const buySeries = OUTCOMES.map(([key, name, color]) => ({
       key, name, color, points: buys.map((b) => [b.t, b[key]]),
     }));
-    const levels = history.levels.map((l) => ({ ...l, t: l.t_ms / 1000 }));
+    const levels = history.levels.map((l) => ({ ...l, t: l.t_ms / 1000 })).filter((l) => l.t < to);
+    // The list just read is newer than any history point: it is "now".
+    levels.push({ t: to, stock_left: p.stock_left, queue: item.queue.lag + item.queue.pending });
     const stock = [{ key: "stock_left", name: "stock left", color: "#d7263d", points: levels.map((l) => [l.t, l.stock_left]) }];
     const queue = [{ key: "queue", name: "queue", color: "#1f6feb", points: levels.map((l) => [l.t, l.queue]) }];
     const panel = (kind, heading, chart, entries) => {
@@ -183,7 +193,7 @@ function renderCharts(items, histories) {
     };
     figure.append(
       caption,
-      panel("buys", `Buys/s by outcome (totals over ${CHART_SECONDS / 60} min)`, lineChart("buys", `Buys per second of #${p.product_id}`, buySeries, from, to),
+      panel("buys", "Buys/s by outcome", lineChart("buys", `Buys per second of #${p.product_id}`, buySeries, from, to),
         OUTCOMES.map(([key, name, color]) => [name, color, total(key)])),
       panel("stock", "Stock left", lineChart("stock", `Stock left of #${p.product_id}`, stock, from, to),
         [["now", "#d7263d", p.stock_left]]),

@@ -172,9 +172,27 @@ async fn the_operations_page_follows_a_sale_live() {
     browser
         .wait_text(&orders_cell, "30", Duration::from_secs(20))
         .await;
-    // Buyers who already hold a unit try again: refused, and charted so.
+    browser.screenshot("after-load").await;
+    for column in ["Queue", "Pending"] {
+        let figure = browser
+            .text(&format!("{row} td[data-label=\"{column}\"]"))
+            .await;
+        assert_eq!(figure, "0", "{column}: every reservation written");
+    }
+    assert_eq!(orders(&db.pool().await, product).await.len(), 30);
+
+    // The rush goes on: buyers who hold a unit try again (refused), and
+    // 100 more buyers come for the 70 units left (30 sold out).
     let again = buy_all(&origin.api(), product, 1..=10).await;
     assert!(again.is_empty(), "repeat buys were refused: {again:?}");
+    let mut late = Vec::new();
+    for wave in 0..4 {
+        let first = 31 + wave * 25;
+        late.extend(buy_all(&origin.api(), product, first..first + 25).await);
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    assert_eq!(late.len(), 70);
+    browser.wait_text(&stock_cell, "0 / 100", SHORT).await;
 
     // The charts of the item: buys/s by outcome, stock left, queue depth,
     // drawn in the page from the origin's own figures.
@@ -214,27 +232,30 @@ async fn the_operations_page_follows_a_sale_live() {
         (stock.len() >= 2
             && stock.last()?[1].as_f64()? > stock.first()?[1].as_f64()?
             && above("queued")
-            && above("again"))
+            && above("again")
+            && drawn["legend"].as_str()?.contains("queued 100"))
         .then_some(drawn)
     })
     .await;
-    // Stock fell from 100 to 70 (drawn lower); the legend counts the window.
+    // Stock fell from 100 (drawn lower); the legend counts the window.
     let legend = drawn["legend"].as_str().unwrap();
-    assert!(legend.contains("queued 30"), "{legend}");
-    assert!(legend.contains("already ordered 10"), "{legend}");
+    for wanted in [
+        "queued 100",
+        "already ordered 10",
+        "sold out 30",
+        "rate limited 0",
+    ] {
+        assert!(legend.contains(wanted), "{wanted}: {legend}");
+    }
     assert!(!drawn["queue"].as_array().unwrap().is_empty(), "{drawn}");
     // Nothing in the page comes from elsewhere: every script is the origin's.
     let foreign = browser
         .script("return [...document.scripts].filter((s) => s.src && !s.src.startsWith(location.origin)).length")
         .await;
     assert_eq!(foreign, 0);
-    browser.screenshot("after-load").await;
-    for column in ["Queue", "Pending"] {
-        let figure = browser
-            .text(&format!("{row} td[data-label=\"{column}\"]"))
-            .await;
-        assert_eq!(figure, "0", "{column}: every reservation written");
-    }
-    assert_eq!(orders(&db.pool().await, product).await.len(), 30);
+    browser
+        .wait_text(&orders_cell, "100", Duration::from_secs(20))
+        .await;
+    browser.screenshot("rush-charted").await;
     browser.close().await;
 }
