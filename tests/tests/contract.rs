@@ -148,6 +148,8 @@ async fn schemathesis(label: &str, base: &str, extra: &[&str]) {
         .arg(&reports)
         .arg("--no-color")
         .args(extra)
+        // Its cache of found crashes goes with the reports, not the tree.
+        .current_dir(&reports)
         .env("SECKILL_MEMBER_TOKEN", seckill_tests::Api::token(77))
         .env("SECKILL_ADMIN_TOKEN", seckill_tests::ADMIN_TOKEN)
         .kill_on_drop(true);
