@@ -21,9 +21,9 @@ use std::time::Duration;
 use reqwest::header::{HeaderMap, AUTHORIZATION, RETRY_AFTER};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use seckill_shared::api::{
-    AdminProductView, BuyAccepted, CreateProduct, ErrorBody, OrderView, PayResponse, ProductView,
-    ReconcileItem, ResultView, SessionRequest, SessionResponse, SoldOutSnapshot, TimeResponse,
-    UpdateProduct,
+    AdminProductView, BuyAccepted, CreateProduct, ErrorBody, ItemHistory, OrderView, PayResponse,
+    ProductView, ReconcileItem, ResultView, SessionRequest, SessionResponse, SoldOutSnapshot,
+    TimeResponse, UpdateProduct,
 };
 use seckill_shared::token;
 pub use seckill_shared::{ErrorCode, MemberId, OrderId, ProductId};
@@ -208,6 +208,13 @@ impl Client {
     pub async fn reconcile(&self) -> Result<Vec<ReconcileItem>> {
         let token = self.admin_token.as_deref();
         self.call(Method::POST, "/admin/reconcile", token, None::<&()>)
+            .await
+    }
+
+    /// The last minutes of the newest items, as this origin saw them.
+    pub async fn history(&self) -> Result<Vec<ItemHistory>> {
+        let token = self.admin_token.as_deref();
+        self.call(Method::GET, "/admin/history", token, None::<&()>)
             .await
     }
 

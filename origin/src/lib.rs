@@ -16,6 +16,7 @@
 mod backoff;
 mod clock;
 pub mod config;
+mod history;
 mod http;
 mod locks;
 mod metrics;

@@ -33,6 +33,14 @@ pub struct Metrics {
     pub changes_applied: IntCounter,
     pub stock_drift: IntGaugeVec,
     pub reconcile_repairs: IntCounter,
+    /// Filled in at scrape time: whether Redis and the database answer.
+    pub ready: IntGaugeVec,
+    /// Filled in at scrape time from Redis, by live product: stock left and
+    /// whether the sold-out registry lists it (the alert rules compare them).
+    pub stock_left: IntGaugeVec,
+    pub sold_out_listed: IntGaugeVec,
+    /// The last minutes of each item, for the operations page's charts.
+    pub history: crate::history::History,
 }
 
 impl Metrics {
@@ -52,7 +60,8 @@ impl Metrics {
                 "HTTP request latency by route",
             )
             .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
             ]),
             &["route"],
         )
@@ -161,6 +170,30 @@ impl Metrics {
             "Items whose Redis stock reconciliation set back to the database's figure",
         )
         .unwrap();
+        let ready = IntGaugeVec::new(
+            Opts::new(
+                "seckill_ready",
+                "1 when the dependency answered this scrape's readiness check, else 0",
+            ),
+            &["dependency"],
+        )
+        .unwrap();
+        let stock_left = IntGaugeVec::new(
+            Opts::new(
+                "seckill_stock_left",
+                "Live stock in Redis, by product, read at scrape time",
+            ),
+            &["product"],
+        )
+        .unwrap();
+        let sold_out_listed = IntGaugeVec::new(
+            Opts::new(
+                "seckill_sold_out_listed",
+                "1 when Redis' sold-out registry lists the live product, read at scrape time",
+            ),
+            &["product"],
+        )
+        .unwrap();
         for collector in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_duration.clone()),
@@ -182,6 +215,9 @@ impl Metrics {
             Box::new(changes_applied.clone()),
             Box::new(stock_drift.clone()),
             Box::new(reconcile_repairs.clone()),
+            Box::new(ready.clone()),
+            Box::new(stock_left.clone()),
+            Box::new(sold_out_listed.clone()),
         ] {
             registry.register(collector).unwrap();
         }
@@ -207,6 +243,10 @@ impl Metrics {
             changes_applied,
             stock_drift,
             reconcile_repairs,
+            ready,
+            stock_left,
+            sold_out_listed,
+            history: Default::default(),
         }
     }
 

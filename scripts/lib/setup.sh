@@ -75,3 +75,26 @@ ensure_chromium() {
     apt_install chromium chromium-driver
   fi
 }
+
+# Schemathesis, for the contract tests (tests/tests/contract.rs), from PyPI.
+SCHEMATHESIS_VERSION=4.32.5
+ensure_schemathesis() {
+  if schemathesis --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+    return
+  fi
+  command -v python3 >/dev/null || apt_install python3 python3-pip
+  log "pip install schemathesis==$SCHEMATHESIS_VERSION"
+  python3 -m pip install -q "schemathesis==$SCHEMATHESIS_VERSION" \
+    || python3 -m pip install -q --break-system-packages "schemathesis==$SCHEMATHESIS_VERSION" \
+    || die "cannot install schemathesis: run pip install schemathesis==$SCHEMATHESIS_VERSION"
+  schemathesis --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION" \
+    || die "schemathesis $SCHEMATHESIS_VERSION is installed but not on PATH: add pip's script directory to PATH"
+}
+
+# promtool (Debian's prometheus package), for the alert rules in docs/ops/,
+# and prometheus itself for the scrape test.
+ensure_prometheus() {
+  if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+    apt_install prometheus
+  fi
+}

@@ -178,16 +178,80 @@ pub struct AdminProductView {
     pub sold_out_flag: bool,
 }
 
-/// `POST /admin/products` as sent on the wire.
+/// One second of buys of one item, by outcome (`GET /admin/history`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BuySecond {
+    /// Unix seconds.
+    pub t: u64,
+    /// Answered `202 queued`.
+    pub queued: u64,
+    pub sold_out: u64,
+    pub already_ordered: u64,
+    pub rate_limited: u64,
+    /// Any other refusal or failure (window, unknown item, 503s).
+    pub other: u64,
+}
+
+/// Stock left and queue depth of one item at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LevelSample {
+    /// Unix milliseconds.
+    pub t_ms: u64,
+    pub stock_left: i64,
+    /// Reservations not yet written: undelivered (lag) plus pending.
+    pub queue: u64,
+}
+
+/// The last minutes of one item as this origin saw them: its buys per
+/// second (oldest first, seconds without buys included) and its stock and
+/// queue each time they were read (by the operations page or a scrape).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ItemHistory {
+    pub product_id: ProductId,
+    pub buys: Vec<BuySecond>,
+    pub levels: Vec<LevelSample>,
+}
+
+/// `POST /admin/products` as sent on the wire. The ranges are the ones
+/// `NewFlashSale::try_from` enforces; it also needs `flash_price_cents <=
+/// price_cents`, `starts_at < ends_at` and a name of at most 200
+/// characters once trimmed, without control characters.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({
+    "name": "Phone", "price_cents": 19900, "flash_price_cents": 990, "stock": 100,
+    "starts_at": 0, "ends_at": MAX_UNIX_S
+})))]
 #[serde(deny_unknown_fields)]
 pub struct CreateProduct {
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub name: String,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 0, maximum = 1_000_000_000_000_i64)
+    )]
     pub price_cents: i64,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 0, maximum = 1_000_000_000_000_i64)
+    )]
     pub flash_price_cents: i64,
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10_000_000))]
     pub stock: i64,
+    /// Unix seconds.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 0, maximum = 253_402_300_799_i64)
+    )]
     pub starts_at: i64,
+    /// Unix seconds, after `starts_at`.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 0, maximum = 253_402_300_799_i64)
+    )]
     pub ends_at: i64,
 }
 
@@ -198,11 +262,29 @@ pub struct CreateProduct {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UpdateProduct {
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub name: Option<String>,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 0, maximum = 1_000_000_000_000_i64)
+    )]
     pub price_cents: Option<i64>,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 0, maximum = 1_000_000_000_000_i64)
+    )]
     pub flash_price_cents: Option<i64>,
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10_000_000))]
     pub stock: Option<i64>,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 0, maximum = 253_402_300_799_i64)
+    )]
     pub starts_at: Option<i64>,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 0, maximum = 253_402_300_799_i64)
+    )]
     pub ends_at: Option<i64>,
 }
 

@@ -33,6 +33,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("PATCH", "/admin/products/{}"),
     ("DELETE", "/admin/products/{}"),
     ("POST", "/admin/reconcile"),
+    ("GET", "/admin/history"),
+    ("GET", "/api/openapi.json"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),

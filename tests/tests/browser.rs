@@ -10,7 +10,9 @@ use fantoccini::key::Key;
 use seckill_tests::browser::Browser;
 use seckill_tests::checks::{buy_all, orders};
 use seckill_tests::client::unix_now;
-use seckill_tests::{Backend, Origin, OriginOptions, RedisServer, Sale, TestDatabase, ADMIN_TOKEN};
+use seckill_tests::{
+    eventually, Backend, Origin, OriginOptions, RedisServer, Sale, TestDatabase, ADMIN_TOKEN,
+};
 
 const SHORT: Duration = Duration::from_secs(10);
 
@@ -178,5 +180,82 @@ async fn the_operations_page_follows_a_sale_live() {
         assert_eq!(figure, "0", "{column}: every reservation written");
     }
     assert_eq!(orders(&db.pool().await, product).await.len(), 30);
+
+    // The rush goes on: buyers who hold a unit try again (refused), and
+    // 100 more buyers come for the 70 units left (30 sold out).
+    let again = buy_all(&origin.api(), product, 1..=10).await;
+    assert!(again.is_empty(), "repeat buys were refused: {again:?}");
+    let mut late = Vec::new();
+    for wave in 0..4 {
+        let first = 31 + wave * 25;
+        late.extend(buy_all(&origin.api(), product, first..first + 25).await);
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    assert_eq!(late.len(), 70);
+    browser.wait_text(&stock_cell, "0 / 100", SHORT).await;
+
+    // The charts of the item: buys/s by outcome, stock left, queue depth,
+    // drawn in the page from the origin's own figures.
+    let charts = format!("#charts figure[data-product=\"{product}\"]");
+    browser
+        .wait_for(
+            &format!("{charts} svg[data-chart=\"buys\"] polyline[data-series=\"already_ordered\"]"),
+            SHORT,
+        )
+        .await;
+    let drawn = eventually(SHORT, "charts with the load on them", || async {
+        let drawn = browser
+            .script(&format!(
+                r#"const figure = document.querySelector('{}');
+                   const chart = (kind) => figure.querySelector(`svg[data-chart="${{kind}}"]`);
+                   const points = (kind, series) => {{
+                     const line = chart(kind).querySelector(`polyline[data-series="${{series}}"]`);
+                     return line ? line.getAttribute("points").trim().split(" ").map((p) => p.split(",").map(Number)) : [];
+                   }};
+                   const base = (kind) => Number(chart(kind).querySelector("line.axis").getAttribute("y1"));
+                   return {{
+                     queued: points("buys", "queued"), again: points("buys", "already_ordered"),
+                     stock: points("stock", "stock_left"), queue: points("queue", "queue"),
+                     buysBase: base("buys"), stockBase: base("stock"),
+                     legend: figure.querySelector(".legend").textContent,
+                   }};"#,
+                charts
+            ))
+            .await;
+        let stock = drawn["stock"].as_array()?;
+        let base = drawn["buysBase"].as_f64()?;
+        let above = |series: &str| {
+            drawn[series]
+                .as_array()
+                .is_some_and(|points| points.iter().any(|p| p[1].as_f64() < Some(base)))
+        };
+        (stock.len() >= 2
+            && stock.last()?[1].as_f64()? > stock.first()?[1].as_f64()?
+            && above("queued")
+            && above("again")
+            && drawn["legend"].as_str()?.contains("queued 100"))
+        .then_some(drawn)
+    })
+    .await;
+    // Stock fell from 100 (drawn lower); the legend counts the window.
+    let legend = drawn["legend"].as_str().unwrap();
+    for wanted in [
+        "queued 100",
+        "already ordered 10",
+        "sold out 30",
+        "rate limited 0",
+    ] {
+        assert!(legend.contains(wanted), "{wanted}: {legend}");
+    }
+    assert!(!drawn["queue"].as_array().unwrap().is_empty(), "{drawn}");
+    // Nothing in the page comes from elsewhere: every script is the origin's.
+    let foreign = browser
+        .script("return [...document.scripts].filter((s) => s.src && !s.src.startsWith(location.origin)).length")
+        .await;
+    assert_eq!(foreign, 0);
+    browser
+        .wait_text(&orders_cell, "100", Duration::from_secs(20))
+        .await;
+    browser.screenshot("rush-charted").await;
     browser.close().await;
 }

@@ -4,7 +4,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use seckill_shared::api::{
-    AdminProductView, CreateProduct, NewFlashSale, ProductView, ReconcileItem, UpdateProduct,
+    AdminProductView, CreateProduct, ItemHistory, NewFlashSale, ProductView, ReconcileItem,
+    UpdateProduct,
 };
 use seckill_shared::ProductId;
 
@@ -12,6 +13,7 @@ use super::error::ApiError;
 use super::extract::{Admin, ApiJson, PathId};
 use super::openapi::{E400, E401, E404, E413, E500, E503};
 use super::state::AppState;
+use crate::clock::unix_ms;
 
 /// Creates a flash sale, live in Redis when this answers; if Redis cannot
 /// be reached nothing is created and the answer is 503.
@@ -37,8 +39,32 @@ pub async fn list_products(
     State(state): State<AppState>,
     _admin: Admin,
 ) -> Result<Json<Vec<AdminProductView>>, ApiError> {
-    Ok(Json(state.sales.list().await?))
+    let items = state.sales.list().await?;
+    let now_ms = unix_ms();
+    for item in &items {
+        state.metrics.history.record_levels(
+            item.product.product_id,
+            now_ms,
+            item.product.stock_left,
+            item.queue.lag + item.queue.pending,
+        );
+    }
+    Ok(Json(items))
 }
+
+/// The last minutes of the newest items this origin has seen (buys per
+/// second by outcome, stock left, queue depth): the operations page's
+/// charts. Each origin answers with what it saw itself.
+#[utoipa::path(get, path = "/admin/history", operation_id = "history", tag = "admin", security(("admin_token" = [])),
+    responses((status = 200, body = Vec<ItemHistory>), (status = 401, response = E401),
+        (status = 500, response = E500)))]
+pub async fn history(State(state): State<AppState>, _admin: Admin) -> Json<Vec<ItemHistory>> {
+    let history = &state.metrics.history;
+    Json(history.view(&history.items(HISTORY_ITEMS), unix_ms()))
+}
+
+/// Items `GET /admin/history` answers for, at most (as many as the list).
+const HISTORY_ITEMS: usize = 50;
 
 /// Edits a sale: name, prices, stock (the new total) and window. The edit
 /// reaches Redis and every origin within about a second, through change

@@ -11,6 +11,8 @@ use super::error::ApiError;
 use super::extract::{AuthedMember, PathId};
 use super::openapi::{E400, E401, E403, E404, E409, E429, E500, E503};
 use super::state::AppState;
+use crate::clock::unix_s;
+use crate::history::Outcome;
 
 /// Buys one unit: `202 queued` when reserved; then poll the result.
 #[utoipa::path(post, path = "/api/seckill/{product_id}/orders", operation_id = "buy", tag = "storefront",
@@ -25,15 +27,20 @@ pub async fn buy(
     AuthedMember(member): AuthedMember,
     PathId(product): PathId<ProductId>,
 ) -> Result<(StatusCode, Json<BuyAccepted>), ApiError> {
+    let history = &state.metrics.history;
     match state.buying.buy(product, member).await {
-        Ok(()) => Ok((
-            StatusCode::ACCEPTED,
-            Json(BuyAccepted {
-                status: BuyStatus::Queued,
-            }),
-        )),
+        Ok(()) => {
+            history.count_buy(product, Outcome::Queued, unix_s());
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(BuyAccepted {
+                    status: BuyStatus::Queued,
+                }),
+            ))
+        }
         Err(err) => {
             let err = ApiError::from(err);
+            history.count_buy(product, Outcome::of_refusal(err.code()), unix_s());
             state
                 .metrics
                 .buy_refusals

@@ -49,6 +49,7 @@ pub fn router(state: AppState) -> Router {
             patch(admin::update_product).delete(admin::end_sale),
         )
         .route("/admin/reconcile", post(admin::reconcile))
+        .route("/admin/history", get(admin::history))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -13,15 +13,15 @@ use std::sync::LazyLock;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use seckill_shared::api::{
-    AdminProductView, BuyAccepted, BuyStatus, CreateProduct, ErrorBody, OrderCounts, OrderStatus,
-    OrderView, PayResponse, ProductView, QueueView, ReconcileItem, ResultStatus, ResultView,
-    SessionRequest, SessionResponse, SoldOutSnapshot, TimeResponse, UpdateProduct,
+    AdminProductView, BuyAccepted, BuySecond, BuyStatus, CreateProduct, ErrorBody, ItemHistory,
+    LevelSample, OrderCounts, OrderStatus, OrderView, PayResponse, ProductView, QueueView,
+    ReconcileItem, ResultStatus, ResultView, SessionRequest, SessionResponse, SoldOutSnapshot,
+    TimeResponse, UpdateProduct,
 };
 use seckill_shared::{ErrorCode, MemberId, OrderId, ProductId};
 use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::example::ExampleBuilder;
 use utoipa::openapi::header::HeaderBuilder;
-use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{RefOr, Response, ResponseBuilder};
@@ -55,6 +55,7 @@ pub const ADMIN_TOKEN: &str = "admin_token";
         super::admin::update_product,
         super::admin::end_sale,
         super::admin::reconcile,
+        super::admin::history,
         super::ops::healthz,
         super::ops::readyz,
         super::ops::metrics,
@@ -65,11 +66,12 @@ pub const ADMIN_TOKEN: &str = "admin_token";
             ErrorBody, ErrorCode, ProductId, MemberId, OrderId, SessionRequest, SessionResponse,
             TimeResponse, ProductView, SoldOutSnapshot, BuyStatus, BuyAccepted, ResultStatus,
             ResultView, OrderStatus, OrderView, PayResponse, QueueView, OrderCounts,
-            AdminProductView, CreateProduct, UpdateProduct, ReconcileItem, Health, Readiness, ClusterReadiness,
+            AdminProductView, CreateProduct, UpdateProduct, ReconcileItem, Health, Readiness,
+            ClusterReadiness, ItemHistory, BuySecond, LevelSample,
         ),
         responses(E400, E401, E403, E404, E405, E409, E413, E429, E500, E503),
     ),
-    modifiers(&SecurityAndLinks),
+    modifiers(&SecuritySchemes),
     tags(
         (name = "storefront", description = "What buyers and the pages call"),
         (name = "admin", description = "Operator endpoints, behind `SECKILL_ADMIN_TOKEN`"),
@@ -80,9 +82,8 @@ pub struct ApiDoc;
 
 /// The document, serialised once.
 static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
-    ApiDoc::openapi()
-        .to_pretty_json()
-        .expect("the OpenAPI document serialises")
+    let doc = serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serialises");
+    serde_json::to_string_pretty(&with_links(doc)).expect("JSON serialises")
 });
 
 /// This document.
@@ -175,11 +176,10 @@ error_responses!(
     E503 = 503,
 );
 
-/// The two bearer schemes, and the links that make the sale's life one
-/// walk through the document: create → buy → result → order → pay.
-struct SecurityAndLinks;
+/// The two bearer schemes.
+struct SecuritySchemes;
 
-impl Modify for SecurityAndLinks {
+impl Modify for SecuritySchemes {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
@@ -203,108 +203,108 @@ impl Modify for SecurityAndLinks {
                     .build(),
             ),
         );
-
-        let product_from_body = ("product_id", "$response.body#/product_id");
-        let product_from_request = ("product_id", "$request.path.product_id");
-        let order_from_body = ("order_id", "$response.body#/order_id");
-        let order_from_request = ("order_id", "$request.path.order_id");
-        for (path, method, status, name, target, param) in [
-            (
-                "/admin/products",
-                "post",
-                "201",
-                "Buy",
-                "buy",
-                product_from_body,
-            ),
-            (
-                "/admin/products",
-                "post",
-                "201",
-                "GetProduct",
-                "product",
-                product_from_body,
-            ),
-            (
-                "/admin/products",
-                "post",
-                "201",
-                "EditSale",
-                "update_product",
-                product_from_body,
-            ),
-            (
-                "/api/seckill/{product_id}/orders",
-                "post",
-                "202",
-                "GetResult",
-                "result",
-                product_from_request,
-            ),
-            (
-                "/api/seckill/{product_id}/result",
-                "get",
-                "200",
-                "GetOrder",
-                "order",
-                order_from_body,
-            ),
-            (
-                "/api/seckill/{product_id}/result",
-                "get",
-                "200",
-                "PayOrder",
-                "pay",
-                order_from_body,
-            ),
-            (
-                "/api/orders/{order_id}",
-                "get",
-                "200",
-                "PayOrder",
-                "pay",
-                order_from_request,
-            ),
-            (
-                "/api/orders/{order_id}/pay",
-                "post",
-                "200",
-                "GetOrder",
-                "order",
-                order_from_request,
-            ),
-        ] {
-            let response = operation_mut(openapi, path, method)
-                .and_then(|operation| operation.responses.responses.get_mut(status));
-            let Some(RefOr::T(response)) = response else {
-                panic!("no {status} response of {method} {path} to link from");
-            };
-            response.links.insert(
-                name.to_string(),
-                RefOr::T(
-                    LinkBuilder::new()
-                        .operation_id(target)
-                        .parameter(param.0, param.1)
-                        .build(),
-                ),
-            );
-        }
     }
 }
 
-fn operation_mut<'a>(
-    openapi: &'a mut utoipa::openapi::OpenApi,
-    path: &str,
-    method: &str,
-) -> Option<&'a mut utoipa::openapi::path::Operation> {
-    let item = openapi.paths.paths.get_mut(path)?;
-    match method {
-        "get" => item.get.as_mut(),
-        "post" => item.post.as_mut(),
-        "patch" => item.patch.as_mut(),
-        "delete" => item.delete.as_mut(),
-        _ => None,
+/// The links that make the sale's life one walk through the document:
+/// create → buy → result → order → pay. Written into the JSON, because
+/// utoipa 5.5's `Link` serialises its fields in snake_case
+/// (`operation_id`), which no OpenAPI tool reads.
+fn with_links(mut doc: serde_json::Value) -> serde_json::Value {
+    let product_from_body = ("product_id", "$response.body#/product_id");
+    let product_from_request = ("product_id", "$request.path.product_id");
+    let order_from_body = ("order_id", "$response.body#/order_id");
+    let order_from_request = ("order_id", "$request.path.order_id");
+    for (path, method, status, name, target, (param, value)) in [
+        (
+            "/admin/products",
+            "post",
+            "201",
+            "Buy",
+            "buy",
+            product_from_body,
+        ),
+        (
+            "/admin/products",
+            "post",
+            "201",
+            "GetProduct",
+            "product",
+            product_from_body,
+        ),
+        (
+            "/admin/products",
+            "post",
+            "201",
+            "EditSale",
+            "update_product",
+            product_from_body,
+        ),
+        (
+            "/admin/products",
+            "post",
+            "201",
+            "EndSale",
+            "end_sale",
+            product_from_body,
+        ),
+        (
+            "/api/seckill/{product_id}/orders",
+            "post",
+            "202",
+            "GetResult",
+            "result",
+            product_from_request,
+        ),
+        (
+            "/api/seckill/{product_id}/result",
+            "get",
+            "200",
+            "GetOrder",
+            "order",
+            order_from_body,
+        ),
+        (
+            "/api/seckill/{product_id}/result",
+            "get",
+            "200",
+            "PayOrder",
+            "pay",
+            order_from_body,
+        ),
+        (
+            "/api/orders/{order_id}",
+            "get",
+            "200",
+            "PayOrder",
+            "pay",
+            order_from_request,
+        ),
+        (
+            "/api/orders/{order_id}/pay",
+            "post",
+            "200",
+            "GetOrder",
+            "order",
+            order_from_request,
+        ),
+    ] {
+        let response = doc
+            .pointer_mut(&format!(
+                "/paths/{}/{method}/responses/{status}",
+                path.replace('~', "~0").replace('/', "~1")
+            ))
+            .and_then(serde_json::Value::as_object_mut)
+            .unwrap_or_else(|| panic!("no {status} response of {method} {path} to link from"));
+        let links = response
+            .entry("links")
+            .or_insert_with(|| serde_json::json!({}));
+        links[name] = serde_json::json!({
+            "operationId": target,
+            "parameters": { param: value },
+        });
     }
+    doc
 }
 
 #[cfg(test)]
@@ -398,6 +398,39 @@ mod tests {
         for status in ["202", "400", "401", "403", "404", "409", "429", "503"] {
             assert!(buy.get(status).is_some(), "buy lacks {status}");
         }
+    }
+
+    /// The schema's ranges are literals (utoipa wants them so): they must
+    /// be the limits the validation enforces.
+    #[test]
+    fn body_ranges_are_the_validation_limits() {
+        use seckill_shared::api::{MAX_PRICE_CENTS, MAX_STOCK, MAX_UNIX_S};
+        let doc: serde_json::Value = serde_json::from_str(&DOCUMENT).unwrap();
+        for body in ["CreateProduct", "UpdateProduct"] {
+            let fields = &doc["components"]["schemas"][body]["properties"];
+            for (field, max) in [
+                ("price_cents", MAX_PRICE_CENTS),
+                ("flash_price_cents", MAX_PRICE_CENTS),
+                ("stock", MAX_STOCK),
+                ("starts_at", MAX_UNIX_S),
+                ("ends_at", MAX_UNIX_S),
+            ] {
+                assert_eq!(fields[field]["maximum"], max, "{body}.{field}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_sale_is_linked_from_creation_to_payment() {
+        let doc: serde_json::Value = serde_json::from_str(&DOCUMENT).unwrap();
+        let created = &doc["paths"]["/admin/products"]["post"]["responses"]["201"]["links"];
+        assert_eq!(created["Buy"]["operationId"], "buy");
+        assert_eq!(
+            created["Buy"]["parameters"]["product_id"],
+            "$response.body#/product_id"
+        );
+        let result = &doc["paths"]["/api/seckill/{product_id}/result"]["get"]["responses"]["200"];
+        assert_eq!(result["links"]["PayOrder"]["operationId"], "pay");
     }
 
     #[test]

@@ -57,14 +57,46 @@ impl Operations {
         self.metrics
             .sold_out_flags
             .set(self.sold_out.flagged().len() as i64);
+        let ready = self.readiness().await;
+        for (dependency, up) in [("redis", ready.redis), ("database", ready.database)] {
+            self.metrics
+                .ready
+                .with_label_values(&[dependency])
+                .set(i64::from(up));
+        }
         let gauges = &self.metrics.queue_gauges;
         gauges.reset();
+        self.metrics.stock_left.reset();
+        self.metrics.sold_out_listed.reset();
         if let Ok(products) = self.stock.live_products().await {
-            for product in products {
+            let stock = self.stock.stock_of(&products).await.unwrap_or_default();
+            let listed = self.sold_out.snapshot().await.map(|s| s.sold_out).ok();
+            let now_ms = crate::clock::unix_ms();
+            for (product, left) in products.iter().zip(&stock) {
+                let id = product.to_string();
+                if let Some(left) = left {
+                    self.metrics.stock_left.with_label_values(&[&id]).set(*left);
+                }
+                if let Some(listed) = &listed {
+                    self.metrics
+                        .sold_out_listed
+                        .with_label_values(&[&id])
+                        .set(i64::from(listed.contains(product)));
+                }
+            }
+            for (index, product) in products.into_iter().enumerate() {
                 let Ok(stats) = self.streams.stats(product).await else {
                     continue;
                 };
                 let id = product.to_string();
+                if let Some(Some(left)) = stock.get(index) {
+                    self.metrics.history.record_levels(
+                        product,
+                        now_ms,
+                        *left,
+                        stats.lag + stats.pending,
+                    );
+                }
                 for (measure, value) in [
                     ("length", stats.length),
                     ("pending", stats.pending),
