@@ -12,8 +12,8 @@ use seckill_tests::checks::{
     buy_all, keys, orders, pid, reconcile, redis_stock, rush, sql, stock_available, wait_for_orders,
 };
 use seckill_tests::{
-    eventually, Api, AppSettings, Backend, Origin, OriginOptions, RedisServer, Sale, TestApp,
-    TestDatabase, TestWorker, ADMIN_TOKEN,
+    eventually, Api, AppSettings, Backend, Origin, OriginOptions, RedisBackend, RedisServer, Sale,
+    TestApp, TestDatabase, TestRedis, TestWorker, ADMIN_TOKEN,
 };
 use serde_json::{json, Value};
 
@@ -49,12 +49,12 @@ async fn shows(origin: &TestApp, product: i64, field: &str, expected: Value) {
     .await;
 }
 
-async fn edits_reach_every_origin(backend: Backend) {
-    let redis = RedisServer::start().await;
+async fn edits_reach_every_origin(backend: Backend, redis: RedisBackend) {
+    let redis = TestRedis::start(redis).await;
     let db = TestDatabase::create(backend).await;
     let (a, b) = tokio::join!(
-        TestApp::start(redis.url(), &db, AppSettings::new()),
-        TestApp::start(redis.url(), &db, AppSettings::new())
+        TestApp::start_on(&redis, &db, AppSettings::new()),
+        TestApp::start_on(&redis, &db, AppSettings::new())
     );
     let created = a.api().create_sale(&Sale::open(10)).await;
     let product = created.product_id.get();
@@ -140,12 +140,17 @@ async fn edits_reach_every_origin(backend: Backend) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edits_reach_every_origin_sqlite() {
-    edits_reach_every_origin(Backend::Sqlite).await;
+    edits_reach_every_origin(Backend::Sqlite, RedisBackend::Single).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edits_reach_every_origin_postgres() {
-    edits_reach_every_origin(Backend::Postgres).await;
+    edits_reach_every_origin(Backend::Postgres, RedisBackend::Single).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_reach_every_origin_postgres_on_a_cluster() {
+    edits_reach_every_origin(Backend::Postgres, RedisBackend::Cluster).await;
 }
 
 async fn stock_added_with_sql_sells_again_without_oversell(backend: Backend) {
