@@ -3,7 +3,8 @@
 
 use std::cell::RefCell;
 
-use seckill_shared::api::{ErrorBody, ProductView, SoldOutSnapshot, TimeResponse};
+use futures_util::StreamExt;
+use seckill_shared::api::{ErrorBody, ProductView, SoldOutSnapshot, TimeResponse, MAX_BODY_BYTES};
 use seckill_shared::{ErrorCode, MemberId, ProductId};
 use worker::{Date, Env, Headers, Method, Request, Response, Result};
 
@@ -116,14 +117,19 @@ async fn buy(
         Err(_) => return edge_error(&Refusal::new(ErrorCode::Unavailable)),
     }
 
-    let mut answer = match forward_raw(req, config, request_id, Some(member)).await {
+    let body = match request_body(req).await? {
+        Ok(body) => body,
+        Err(refusal) => return edge_error(&refusal),
+    };
+    let mut answer = match forward_raw(req, config, request_id, Some(member), body).await {
         Ok(answer) => answer,
-        // The buy went out and may have been carried out: say so, so the
+        // The buy went out and may have been carried out (no answer in
+        // time, or the connection broke after sending): say so, so the
         // buyer asks for the result instead of buying again.
-        Err(OriginDown::TimedOut) => return edge_error(&Refusal::new(ErrorCode::OutcomeUnknown)),
-        Err(OriginDown::Unreachable(_)) => {
-            return edge_error(&Refusal::new(ErrorCode::Unavailable))
+        Err(down) if down.may_have_happened() => {
+            return edge_error(&Refusal::new(ErrorCode::OutcomeUnknown))
         }
+        Err(_) => return edge_error(&Refusal::new(ErrorCode::Unavailable)),
     };
     if answer.status_code() != 409 {
         return Ok(answer);
@@ -297,10 +303,48 @@ async fn forward(
     request_id: &str,
     member: Option<MemberId>,
 ) -> Result<Response> {
-    match forward_raw(req, config, request_id, member).await {
+    let body = match request_body(req).await? {
+        Ok(body) => body,
+        Err(refusal) => return edge_error(&refusal),
+    };
+    match forward_raw(req, config, request_id, member, body).await {
         Ok(response) => Ok(response),
         Err(_) => edge_error(&Refusal::new(ErrorCode::Unavailable)),
     }
+}
+
+/// The request's body, read up to the contract's limit: a body over
+/// `MAX_BODY_BYTES` is refused `413` as the origin would, without being
+/// buffered whole (a declared length is checked before anything is read).
+async fn request_body(req: &mut Request) -> Result<std::result::Result<Option<Vec<u8>>, Refusal>> {
+    if matches!(req.method(), Method::Get | Method::Head) {
+        return Ok(Ok(None));
+    }
+    let too_large = || {
+        Refusal::with_message(
+            ErrorCode::PayloadTooLarge,
+            format!("the request body is over {MAX_BODY_BYTES} bytes"),
+        )
+    };
+    let declared = req.headers().get("content-length")?;
+    if declared
+        .and_then(|length| length.trim().parse::<u64>().ok())
+        .is_some_and(|length| length > MAX_BODY_BYTES as u64)
+    {
+        return Ok(Err(too_large()));
+    }
+    let mut body = Vec::new();
+    // A request without a body has no stream to read.
+    let Ok(mut stream) = req.stream() else {
+        return Ok(Ok(Some(body)));
+    };
+    while let Some(chunk) = stream.next().await {
+        body.extend_from_slice(&chunk?);
+        if body.len() > MAX_BODY_BYTES {
+            return Ok(Err(too_large()));
+        }
+    }
+    Ok(Ok(Some(body)))
 }
 
 async fn forward_raw(
@@ -308,6 +352,7 @@ async fn forward_raw(
     config: &EdgeConfig,
     request_id: &str,
     member: Option<MemberId>,
+    body: Option<Vec<u8>>,
 ) -> std::result::Result<Response, OriginDown> {
     let fail = |e: worker::Error| OriginDown::Unreachable(e.to_string());
     let headers = origin_headers(request_id, member).map_err(fail)?;
@@ -317,10 +362,6 @@ async fn forward_raw(
         }
     }
     let method = req.method();
-    let body = match method {
-        Method::Get | Method::Head => None,
-        _ => Some(req.bytes().await.map_err(fail)?),
-    };
     let url = req.url().map_err(fail)?;
     let path_and_query = match url.query() {
         Some(query) => format!("{}?{query}", url.path()),

@@ -10,6 +10,11 @@ use serde::{Deserialize, Serialize};
 use crate::error_code::ErrorCode;
 use crate::ids::{MemberId, OrderId, ProductId};
 
+/// The largest request body either side accepts: the contract's bodies are
+/// tiny JSON objects, so anything bigger is refused with `413
+/// payload_too_large` before it is buffered.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
 /// Every error answer, from the edge or the origin.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
