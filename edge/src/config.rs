@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use seckill_shared::rate_limit::RateLimit;
+
+use crate::gate::GateSettings;
 use seckill_shared::token::TokenSecret;
 
 #[derive(Debug, Clone)]
@@ -22,6 +24,23 @@ pub struct EdgeConfig {
     pub product_stale: Duration,
     pub origin_timeout: Duration,
     pub rate_limit: RateLimit,
+    /// Unresolved buys the admission gate allows per unit left; 0 = no gate.
+    pub gate_overbook: f64,
+    /// While the gate believes nothing is left, how often it reads again.
+    pub gate_reread: Duration,
+    /// Where the per-member rate limit is kept.
+    pub member_limits: MemberLimits,
+}
+
+/// Where a member's buys are counted against the rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberLimits {
+    /// In the product's admission gate, across every isolate (each isolate
+    /// still limits on its own first).
+    Gate,
+    /// Only in each isolate: a member spread over isolates gets the limit
+    /// once per isolate.
+    Isolate,
 }
 
 /// Everything the edge reads from its environment, by name.
@@ -81,6 +100,21 @@ pub const SETTINGS: &[Setting] = &[
         default: "2",
         meaning: "buys per second refilled after the burst",
     },
+    Setting {
+        name: "MEMBER_LIMITS",
+        default: "gate",
+        meaning: "`gate`: the rate limit holds across isolates, kept by the admission gate; `isolate`: per isolate only (also when the gate is off)",
+    },
+    Setting {
+        name: "GATE_OVERBOOK",
+        default: "2",
+        meaning: "buys the admission gate lets wait on the origin per unit of stock left; `0` turns the gate off",
+    },
+    Setting {
+        name: "GATE_REREAD_MS",
+        default: "500",
+        meaning: "while the gate believes nothing is left, how often it reads the stock again (returned stock reopens it within this)",
+    },
 ];
 
 /// The declared default of `name`.
@@ -138,7 +172,35 @@ impl EdgeConfig {
                 burst: number(&get, "RATE_LIMIT_BURST")? as u32,
                 per_second: number(&get, "RATE_LIMIT_PER_S")?,
             },
+            gate_overbook: overbook(&get)?,
+            gate_reread: millis(&get, "GATE_REREAD_MS")?,
+            member_limits: match value(&get, "MEMBER_LIMITS").trim() {
+                "gate" => MemberLimits::Gate,
+                "isolate" => MemberLimits::Isolate,
+                other => return Err(format!("MEMBER_LIMITS: `gate` or `isolate`, not {other:?}")),
+            },
         })
+    }
+
+    /// How the product's gate object keeps its book.
+    pub fn gate_settings(&self) -> GateSettings {
+        GateSettings {
+            overbook: self.gate_overbook,
+            reread_ms: self.gate_reread.as_millis() as u64,
+            correct_ms: 5_000,
+            // Past this every buy the isolate forwarded has been answered
+            // or has timed out.
+            holder_timeout_ms: self.origin_timeout.as_millis() as u64 + 5_000,
+            member_limit: (self.member_limits == MemberLimits::Gate).then_some(self.rate_limit),
+        }
+    }
+}
+
+fn overbook(get: &impl Fn(&str) -> Option<String>) -> Result<f64, String> {
+    let text = value(get, "GATE_OVERBOOK");
+    match text.trim().parse::<f64>() {
+        Ok(value) if value == 0.0 || (1.0..=100.0).contains(&value) => Ok(value),
+        _ => Err(format!("GATE_OVERBOOK: 0 (off) or a number from 1 to 100: {text:?}")),
     }
 }
 

@@ -6,9 +6,11 @@ use std::cell::RefCell;
 use futures_util::StreamExt;
 use seckill_shared::api::{ErrorBody, ProductView, SoldOutSnapshot, TimeResponse, MAX_BODY_BYTES};
 use seckill_shared::{ErrorCode, MemberId, ProductId};
-use worker::{Date, Env, Headers, Method, Request, Response, Result};
+use worker::{Context, Date, Env, Headers, Method, Request, Response, Result};
 
-use crate::config::EdgeConfig;
+use crate::admission;
+use crate::config::{EdgeConfig, MemberLimits};
+use crate::gate::{self, Admission, Outcomes};
 use crate::decide::{self, Refusal};
 use crate::origin::{OriginClient, OriginDown};
 use crate::route::{self, Route};
@@ -22,13 +24,41 @@ thread_local! {
     static STATE: RefCell<Option<EdgeState>> = const { RefCell::new(None) };
 }
 
-/// Runs `f` on the isolate's state (created on first use). Never held
-/// across an `await`: requests interleave there.
-fn with_state<T>(config: &EdgeConfig, f: impl FnOnce(&mut EdgeState) -> T) -> T {
+/// Runs `f` on the isolate's state (created on first use, when the
+/// isolate also says how it limits members). Never held across an
+/// `await`: requests interleave there.
+pub(crate) fn with_state<T>(config: &EdgeConfig, f: impl FnOnce(&mut EdgeState) -> T) -> T {
     STATE.with(|cell| {
         let mut slot = cell.borrow_mut();
-        f(slot.get_or_insert_with(|| EdgeState::new(config)))
+        f(slot.get_or_insert_with(|| {
+            let holder = (worker::js_sys::Math::random() * 9_007_199_254_740_991.0) as u64;
+            EdgeState::new(config, holder)
+        }))
     })
+}
+
+/// Says once per isolate where buys are admitted and members limited.
+fn announce(env: &Env, config: &EdgeConfig) {
+    thread_local! {
+        static ANNOUNCED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    if ANNOUNCED.with(|done| done.replace(true)) {
+        return;
+    }
+    let gate = admission::enabled(env, config);
+    let gate_text = if gate {
+        format!("admission gate on ({}x stock left)", config.gate_overbook)
+    } else if config.gate_overbook > 0.0 {
+        format!("admission gate off (no {} binding)", admission::BINDING)
+    } else {
+        "admission gate off (GATE_OVERBOOK=0)".to_string()
+    };
+    let limits = if gate && config.member_limits == MemberLimits::Gate {
+        "member rate limits across isolates, through the admission gate"
+    } else {
+        "member rate limits per isolate only (the isolate's own limiter)"
+    };
+    worker::console_log!("seckill edge: {gate_text}; {limits}");
 }
 
 fn now_ms() -> u64 {
@@ -43,9 +73,15 @@ pub fn variable(env: &Env, name: &str) -> Option<String> {
         .ok()
 }
 
-pub async fn handle(mut req: Request, env: &Env, config: &EdgeConfig) -> Result<Response> {
+pub async fn handle(
+    mut req: Request,
+    env: &Env,
+    ctx: &Context,
+    config: &EdgeConfig,
+) -> Result<Response> {
+    announce(env, config);
     let request_id = request_id(&req)?;
-    let mut response = answer(&mut req, env, config, &request_id).await?;
+    let mut response = answer(&mut req, env, ctx, config, &request_id).await?;
     // Every answer names its request, so a buyer's report can be traced
     // through the edge and the origin logs. The origin echoes the id itself
     // (and its answers arrive with headers that cannot be changed).
@@ -58,11 +94,12 @@ pub async fn handle(mut req: Request, env: &Env, config: &EdgeConfig) -> Result<
 async fn answer(
     req: &mut Request,
     env: &Env,
+    ctx: &Context,
     config: &EdgeConfig,
     request_id: &str,
 ) -> Result<Response> {
     match route::route(req.method().as_ref(), &req.path()) {
-        Route::Buy(product) => buy(req, env, config, product, request_id).await,
+        Route::Buy(product) => buy(req, env, ctx, config, product, request_id).await,
         Route::Result(_) | Route::Order(_) => {
             let now_s = now_ms() / 1_000;
             match decide::member(config, authorization(req)?.as_deref(), now_s) {
@@ -85,12 +122,14 @@ async fn answer(
 }
 
 /// The buy path: everything hopeless is answered here; only a verified,
-/// rate-allowed member buying a product that is on sale and not known to
-/// be sold out reaches the origin. An origin that cannot be reached means
-/// `503` (fail closed: the edge never guesses a buy succeeded).
+/// rate-allowed member buying a product that is on sale, not known to be
+/// sold out, and admitted by the product's gate reaches the origin. An
+/// origin that cannot be reached means `503` (fail closed: the edge never
+/// guesses a buy succeeded).
 async fn buy(
     req: &mut Request,
     env: &Env,
+    ctx: &Context,
     config: &EdgeConfig,
     product: ProductId,
     request_id: &str,
@@ -121,27 +160,58 @@ async fn buy(
         Ok(body) => body,
         Err(refusal) => return edge_error(&refusal),
     };
+    let gated = admission::enabled(env, config);
+    if gated {
+        match admission::admit(env, config, product, member).await {
+            Admission::Admit => {}
+            Admission::Busy => return sale_busy(),
+            Admission::SoldOut => return edge_error(&Refusal::new(ErrorCode::SoldOut)),
+            Admission::RateLimited => return edge_error(&Refusal::new(ErrorCode::RateLimited)),
+        }
+    }
+    // An admitted buy's outcome goes back to the gate after the answer.
+    let report = |outcome: Outcomes| {
+        if gated {
+            ctx.wait_until(admission::report(
+                env.clone(),
+                config.clone(),
+                product,
+                outcome,
+            ));
+        }
+    };
     let mut answer = match forward_raw(req, config, request_id, Some(member), body).await {
         Ok(answer) => answer,
         // The buy went out and may have been carried out (no answer in
         // time, or the connection broke after sending): say so, so the
         // buyer asks for the result instead of buying again.
         Err(down) if down.may_have_happened() => {
-            return edge_error(&Refusal::new(ErrorCode::OutcomeUnknown))
+            report(Outcomes::of(None, false));
+            return edge_error(&Refusal::new(ErrorCode::OutcomeUnknown));
         }
-        Err(_) => return edge_error(&Refusal::new(ErrorCode::Unavailable)),
+        Err(_) => {
+            report(Outcomes {
+                refused: 1,
+                ..Outcomes::default()
+            });
+            return edge_error(&Refusal::new(ErrorCode::Unavailable));
+        }
     };
-    if answer.status_code() != 409 {
+    let status = answer.status_code();
+    if status != 409 {
+        report(Outcomes::of(Some(status), false));
         return Ok(answer);
     }
     // Learn from the origin's refusal: a sold-out answer raises the flag.
     // The body was read to learn it, so the answer is rebuilt with the
     // origin's own headers.
-    let status = answer.status_code();
     let text = answer.text().await?;
-    if serde_json::from_str::<ErrorBody>(&text).is_ok_and(|body| body.error == ErrorCode::SoldOut) {
+    let sold_out =
+        serde_json::from_str::<ErrorBody>(&text).is_ok_and(|body| body.error == ErrorCode::SoldOut);
+    if sold_out {
         with_state(config, |s| s.learn_sold_out(product, now_ms()));
     }
+    report(Outcomes::of(Some(status), sold_out));
     let headers = Headers::new();
     for (name, value) in answer.headers().entries() {
         headers.set(&name, &value)?;
@@ -422,6 +492,16 @@ fn page(req: &Request, path: &str) -> Result<Response> {
 fn edge_json<T: serde::Serialize>(body: &T, status: u16) -> Result<Response> {
     let mut response = Response::from_json(body)?.with_status(status);
     response.headers_mut().set(SERVED_BY, "edge")?;
+    Ok(response)
+}
+
+/// `503 sale_busy`: the gate's budget is held by buys the origin has not
+/// answered yet; nothing was reserved, and `Retry-After` says when to try.
+fn sale_busy() -> Result<Response> {
+    let mut response = edge_error(&Refusal::new(ErrorCode::SaleBusy))?;
+    response
+        .headers_mut()
+        .set("retry-after", &gate::RETRY_AFTER_S.to_string())?;
     Ok(response)
 }
 

@@ -15,8 +15,10 @@
 //! `decide`) tested on the host with `cargo test -p seckill-edge`; `handler`
 //! and `origin` are the thin Workers glue.
 
+pub mod admission;
 pub mod config;
 pub mod decide;
+pub mod gate;
 pub mod handler;
 pub mod origin;
 pub mod route;
@@ -29,7 +31,7 @@ use crate::config::EdgeConfig;
 use crate::decide::Refusal;
 
 #[event(fetch)]
-pub async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+pub async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
     let config = match EdgeConfig::from_vars(|name| handler::variable(&env, name)) {
         Ok(config) => config,
         Err(message) => {
@@ -37,5 +39,5 @@ pub async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
             return handler::edge_error(&Refusal::with_message(ErrorCode::Internal, message));
         }
     };
-    handler::handle(req, &env, &config).await
+    handler::handle(req, &env, &ctx, &config).await
 }

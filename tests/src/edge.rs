@@ -16,6 +16,18 @@ fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The admission gate's objects, bound as the repository's wrangler.toml
+/// binds them.
+const GATE_BINDING: &str = "
+[[durable_objects.bindings]]
+name = \"ADMISSION_GATE\"
+class_name = \"AdmissionGate\"
+
+[[migrations]]
+tag = \"v1\"
+new_sqlite_classes = [\"AdmissionGate\"]
+";
+
 pub struct Edge {
     child: Option<Child>,
     url: String,
@@ -43,7 +55,7 @@ impl Edge {
         std::fs::write(
             &config,
             format!(
-                "name = \"seckill-edge-test\"\nmain = \"{}\"\ncompatibility_date = \"2026-04-01\"\n",
+                "name = \"seckill-edge-test\"\nmain = \"{}\"\ncompatibility_date = \"2026-04-01\"\n{GATE_BINDING}",
                 bundle.canonicalize().unwrap().display()
             ),
         )

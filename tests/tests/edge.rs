@@ -10,8 +10,10 @@ use reqwest::Method;
 use seckill_shared::api::ResultStatus;
 use seckill_tests::checks::{keys, orders, pid, redis_stock, rush};
 use seckill_tests::client::{unix_now, unix_now_ms, Reply};
+use seckill_tests::proxy::TcpProxy;
 use seckill_tests::{
-    eventually, Api, Backend, Edge, Origin, OriginOptions, RedisServer, Sale, TestDatabase,
+    eventually, Api, AppSettings, Backend, Edge, Origin, OriginOptions, RedisServer, Sale,
+    TestApp, TestDatabase,
 };
 
 const BUY_ROUTE: (&str, &str) = ("route", "/api/seckill/{product_id}/orders");
@@ -476,4 +478,115 @@ async fn the_edge_serves_the_same_pages_as_the_origin() {
             .await;
         assert_eq!(stale.status, 200, "an old copy gets the new bytes");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_broken_after_the_buy_was_sent_is_an_unknown_outcome() {
+    let label = "edge_connection_broken";
+    let redis = RedisServer::start().await;
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    let app = TestApp::start(redis.url(), &db, AppSettings::new()).await;
+    // The answer is held in the proxy long enough to cut the connection
+    // after the origin has reserved the unit and before the edge hears.
+    let port: u16 = app.url().rsplit(':').next().unwrap().parse().unwrap();
+    let proxy = TcpProxy::with_delay(port, Duration::from_millis(400)).await;
+    let edge = Edge::start(
+        label,
+        &proxy.http_url(),
+        &[("PRODUCT_TTL_MS", "60000"), ("ORIGIN_TIMEOUT_MS", "10000")],
+    )
+    .await;
+    let api = edge.api();
+    let product = app.api().create_sale(&Sale::open(10)).await.product_id.get();
+    assert_eq!(
+        api.get(&format!("/api/products/{product}")).await.status,
+        200
+    );
+
+    let buy = tokio::spawn({
+        let api = api.clone();
+        async move { api.buy(product, 7).await }
+    });
+    let mut conn = redis.connection().await;
+    eventually(Duration::from_secs(10), "the origin to reserve", || {
+        let mut conn = conn.clone();
+        async move { (redis_stock(&mut conn, product).await == 9).then_some(()) }
+    })
+    .await;
+    proxy.cut();
+    let buy = buy.await.unwrap();
+    assert_eq!(
+        (buy.status, buy.error()),
+        (503, Some("outcome_unknown")),
+        "the edge cannot say nothing was reserved: {:?}",
+        buy.body
+    );
+    assert!(served_by_edge(&buy));
+    // And indeed it was: the member holds the unit.
+    let result = app.api().result(product, 7).await;
+    assert!(
+        matches!(result.status, ResultStatus::Queued | ResultStatus::Success),
+        "{result:?}"
+    );
+    assert_eq!(redis_stock(&mut conn, product).await, 9);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_over_the_limit_are_refused_at_the_edge() {
+    let label = "edge_big_body";
+    let redis = RedisServer::start().await;
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    let app = TestApp::start(redis.url(), &db, AppSettings::new()).await;
+    let edge = Edge::start(label, &app.url(), &[]).await;
+    let api = edge.api();
+    let product = api.create_sale(&Sale::open(10)).await.product_id.get();
+    let seen = || async {
+        let mut total = 0.0;
+        for route in ["/api/session", "/api/seckill/{product_id}/orders", "unmatched"] {
+            total += app
+                .api()
+                .metric("http_requests_total", &[("route", route)])
+                .await;
+        }
+        total
+    };
+    let before = seen().await;
+    let over = vec![b' '; seckill_shared::api::MAX_BODY_BYTES + 1];
+    for path in [
+        "/api/session".to_string(),
+        format!("/api/seckill/{product}/orders"),
+    ] {
+        let reply = api
+            .send_raw(
+                api.http()
+                    .post(format!("{}{path}", api.base()))
+                    .bearer_auth(Api::token(7))
+                    .header("content-type", "application/json")
+                    .body(over.clone()),
+            )
+            .await;
+        assert_eq!(
+            (reply.status, reply.error()),
+            (413, Some("payload_too_large")),
+            "{path}"
+        );
+        assert!(served_by_edge(&reply), "{path}");
+    }
+    assert_eq!(seen().await, before, "no oversized body reached the origin");
+    let mut conn = redis.connection().await;
+    assert_eq!(redis_stock(&mut conn, product).await, 10, "nothing reserved");
+
+    // A body at the limit is forwarded as before.
+    let mut at_limit = br#"{"member_id": 5}"#.to_vec();
+    at_limit.resize(seckill_shared::api::MAX_BODY_BYTES, b' ');
+    let reply = api
+        .send_raw(
+            api.http()
+                .post(format!("{}/api/session", api.base()))
+                .header("content-type", "application/json")
+                .body(at_limit),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    assert!(!served_by_edge(&reply));
 }
