@@ -52,7 +52,12 @@ pub fn enabled(env: &Env, config: &EdgeConfig) -> bool {
 /// Waits for this buyer's admission: it joins the isolate's queue for the
 /// product, and whichever waiting request finds no call in flight makes
 /// the next one for everybody queued.
-pub async fn admit(env: &Env, config: &EdgeConfig, product: ProductId, member: MemberId) -> Admission {
+pub async fn admit(
+    env: &Env,
+    config: &EdgeConfig,
+    product: ProductId,
+    member: MemberId,
+) -> Admission {
     let ticket = with_state(config, |s| s.gate(product).enqueue(member));
     let started = now_ms();
     let stale_ms = config.origin_timeout.as_millis() as u64 + 1_000;
@@ -184,7 +189,9 @@ impl AdmissionGate {
             self.reading.set(false);
             match stock {
                 Ok(stock_left) => self.with_book(|book| book.apply_read(stock_left, sent)),
-                Err(err) => worker::console_error!("admission gate for {product}: stock read: {err}"),
+                Err(err) => {
+                    worker::console_error!("admission gate for {product}: stock read: {err}")
+                }
             }
             return;
         }
@@ -197,7 +204,11 @@ impl AdmissionGate {
         }
     }
 
-    async fn fetch_stock(&self, config: &EdgeConfig, product: ProductId) -> std::result::Result<i64, String> {
+    async fn fetch_stock(
+        &self,
+        config: &EdgeConfig,
+        product: ProductId,
+    ) -> std::result::Result<i64, String> {
         let headers = Headers::new();
         headers
             .set("x-request-id", &format!("gate-{product}-{}", now_ms()))

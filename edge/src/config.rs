@@ -200,7 +200,9 @@ fn overbook(get: &impl Fn(&str) -> Option<String>) -> Result<f64, String> {
     let text = value(get, "GATE_OVERBOOK");
     match text.trim().parse::<f64>() {
         Ok(value) if value == 0.0 || (1.0..=100.0).contains(&value) => Ok(value),
-        _ => Err(format!("GATE_OVERBOOK: 0 (off) or a number from 1 to 100: {text:?}")),
+        _ => Err(format!(
+            "GATE_OVERBOOK: 0 (off) or a number from 1 to 100: {text:?}"
+        )),
     }
 }
 

@@ -352,11 +352,7 @@ impl GateQueue {
         match answer {
             Some(answer) => {
                 for (i, ticket) in batch.tickets.into_iter().enumerate() {
-                    let admission = answer
-                        .admissions
-                        .get(i)
-                        .copied()
-                        .unwrap_or(Admission::Busy);
+                    let admission = answer.admissions.get(i).copied().unwrap_or(Admission::Busy);
                     self.decided.insert(ticket, admission);
                 }
             }
@@ -416,7 +412,9 @@ mod tests {
         assert_eq!(count(&answer, Admission::Admit), 200);
         assert_eq!(count(&answer, Admission::Busy), 568);
         // The first 200 in arrival order are the admitted ones.
-        assert!(answer.admissions[..200].iter().all(|a| *a == Admission::Admit));
+        assert!(answer.admissions[..200]
+            .iter()
+            .all(|a| *a == Admission::Admit));
         // Another isolate finds the budget spent.
         let other = book.sync(&ask(2, 1_000..1_010, Outcomes::default()), 20);
         assert_eq!(count(&other, Admission::Busy), 10);
@@ -554,7 +552,11 @@ mod tests {
         assert_eq!(batch.members, vec![m(2), m(3)]);
         queue.record(Outcomes::of(Some(202), false));
         queue.finish(batch, None);
-        assert_eq!(queue.take(b), Some(Admission::Busy), "a failed call is busy");
+        assert_eq!(
+            queue.take(b),
+            Some(Admission::Busy),
+            "a failed call is busy"
+        );
         assert_eq!(queue.take(c), Some(Admission::Busy));
         let report = queue.start(30, 1_000).unwrap();
         assert!(report.members.is_empty());

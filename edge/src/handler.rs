@@ -10,8 +10,8 @@ use worker::{Context, Date, Env, Headers, Method, Request, Response, Result};
 
 use crate::admission;
 use crate::config::{EdgeConfig, MemberLimits};
-use crate::gate::{self, Admission, Outcomes};
 use crate::decide::{self, Refusal};
+use crate::gate::{self, Admission, Outcomes};
 use crate::origin::{OriginClient, OriginDown};
 use crate::route::{self, Route};
 use crate::state::EdgeState;
@@ -108,7 +108,7 @@ async fn answer(
             }
         }
         Route::Product(product) => product_read(config, product, request_id).await,
-        Route::SoldOut => sold_out(config, request_id).await,
+        Route::SoldOut => sold_out(config, &site(req)?, request_id).await,
         Route::Time => edge_json(&TimeResponse { now_ms: now_ms() }, 200),
         Route::Forward => forward(req, config, request_id, None).await,
         Route::Page(path) => page(req, &path),
@@ -139,7 +139,7 @@ async fn buy(
         Ok(member) => member,
         Err(refusal) => return edge_error(&refusal),
     };
-    refresh_sold_out(config, request_id).await;
+    refresh_sold_out(config, &site(req)?, request_id).await;
     if with_state(config, |s| s.is_sold_out(product, now_ms())) {
         return edge_error(&Refusal::new(ErrorCode::SoldOut));
     }
@@ -234,21 +234,50 @@ async fn binding_allows(env: &Env, member: MemberId) -> bool {
     }
 }
 
-/// Fetches the sold-out snapshot at most once per `SOLDOUT_REFRESH_MS`.
+/// Keeps the sold-out flags current, sharing one snapshot per location.
+///
+/// Each isolate looks every half `SOLDOUT_REFRESH_MS`; it takes the copy
+/// another isolate of its location put in the Workers Cache while that copy
+/// is younger than `SOLDOUT_REFRESH_MS`, and otherwise fetches it from the
+/// origin itself — unless another isolate has claimed that fetch (a claim
+/// in the cache, good for one origin timeout). So the origin is asked about
+/// once per refresh interval per location, whatever the number of isolates,
+/// and a flag reflects the origin at most one interval and a half late.
 /// A failure leaves the flags as they are (they expire by themselves).
-async fn refresh_sold_out(config: &EdgeConfig, request_id: &str) {
+async fn refresh_sold_out(config: &EdgeConfig, site: &str, request_id: &str) {
     let refresh_ms = config.sold_out_refresh.as_millis() as u64;
-    let asked_ms = now_ms();
+    let looked_ms = now_ms();
     let due = with_state(config, |s| {
-        let due = s.sold_out_snapshot_due(asked_ms, refresh_ms);
+        let due = s.sold_out_snapshot_due(looked_ms, (refresh_ms / 2).max(1));
         if due {
-            s.sold_out_snapshot_started(asked_ms);
+            s.sold_out_snapshot_started(looked_ms);
         }
         due
     });
     if !due {
         return;
     }
+    let cache = worker::Cache::default();
+    let key = format!("{site}/__seckill/soldout-snapshot");
+    if let Some((snapshot, fetched_ms)) = cached_snapshot(&cache, &key).await {
+        if now_ms().saturating_sub(fetched_ms) < refresh_ms {
+            with_state(config, |s| {
+                s.apply_sold_out_snapshot(&snapshot, fetched_ms, now_ms())
+            });
+            return;
+        }
+    }
+    let claim = format!("{key}-claim");
+    let timeout_ms = config.origin_timeout.as_millis() as u64;
+    if let Ok(Some(held)) = cache.get(&claim, false).await {
+        if stamp(&held, "x-claimed-ms").is_some_and(|at| now_ms().saturating_sub(at) < timeout_ms) {
+            return;
+        }
+    }
+    let _ = cache
+        .put(&claim, stamped("", "x-claimed-ms", now_ms()))
+        .await;
+    let asked_ms = now_ms();
     let Ok(headers) = origin_headers(request_id, None) else {
         return;
     };
@@ -261,8 +290,43 @@ async fn refresh_sold_out(config: &EdgeConfig, request_id: &str) {
             with_state(config, |s| {
                 s.apply_sold_out_snapshot(&snapshot, asked_ms, now_ms())
             });
+            if let Ok(body) = serde_json::to_string(&snapshot) {
+                let _ = cache
+                    .put(&key, stamped(&body, "x-fetched-ms", asked_ms))
+                    .await;
+            }
         }
     }
+    let _ = cache.delete(&claim, false).await;
+}
+
+/// The location's shared snapshot and when it was asked of the origin.
+async fn cached_snapshot(cache: &worker::Cache, key: &str) -> Option<(SoldOutSnapshot, u64)> {
+    let mut copy = cache.get(key, false).await.ok()??;
+    let fetched_ms = stamp(&copy, "x-fetched-ms")?;
+    let snapshot = copy.json::<SoldOutSnapshot>().await.ok()?;
+    Some((snapshot, fetched_ms))
+}
+
+/// A cache entry carrying a time in milliseconds; the cache may keep it a
+/// few seconds, the readers judge its age by the stamp.
+fn stamped(body: &str, header: &str, at_ms: u64) -> Response {
+    let headers = Headers::new();
+    let _ = headers.set("cache-control", "max-age=10");
+    let _ = headers.set("content-type", "application/json");
+    let _ = headers.set(header, &at_ms.to_string());
+    Response::ok(body)
+        .map(|response| response.with_headers(headers))
+        .unwrap_or_else(|_| Response::empty().expect("an empty response"))
+}
+
+fn stamp(response: &Response, header: &str) -> Option<u64> {
+    response.headers().get(header).ok()??.parse().ok()
+}
+
+/// The scheme and host the request came to: the cache's keys live there.
+fn site(req: &Request) -> Result<String> {
+    Ok(req.url()?.origin().ascii_serialization())
 }
 
 /// The product as the edge knows it: a copy younger than
@@ -358,10 +422,14 @@ fn product_answer(view: Option<ProductView>, from_edge: bool) -> Result<Response
 }
 
 /// `GET /api/soldout`, from the edge's own snapshot once it has one.
-async fn sold_out(config: &EdgeConfig, request_id: &str) -> Result<Response> {
-    refresh_sold_out(config, request_id).await;
+async fn sold_out(config: &EdgeConfig, site: &str, request_id: &str) -> Result<Response> {
+    refresh_sold_out(config, site, request_id).await;
     let snapshot = with_state(config, |s| s.sold_out_snapshot(now_ms()));
-    edge_json(&snapshot, 200)
+    let mut response = edge_json(&snapshot, 200)?;
+    response
+        .headers_mut()
+        .set("cache-control", seckill_shared::api::SOLDOUT_CACHE_CONTROL)?;
+    Ok(response)
 }
 
 /// Sends the request on to the origin, as it came, plus the request id and

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
-use crate::client::Api;
+use crate::client::{Api, Reply};
 use crate::paths::{test_output_dir, ScratchDir};
 
 fn repo_root() -> PathBuf {
@@ -148,4 +148,23 @@ impl Drop for Edge {
             }
         }
     }
+}
+
+/// Buys as a patient buyer does through the edge: after `503 sale_busy` it
+/// waits the answer's `Retry-After` and tries again, at most `tries` times;
+/// returns the last answer.
+pub async fn buy_patiently(api: &Api, product: i64, member: i64, tries: usize) -> Reply {
+    let mut reply = api.buy(product, member).await;
+    for _ in 1..tries {
+        if reply.error() != Some("sale_busy") {
+            break;
+        }
+        let wait_s: u64 = reply
+            .header("retry-after")
+            .and_then(|value| value.parse().ok())
+            .expect("sale_busy comes with Retry-After");
+        tokio::time::sleep(Duration::from_secs(wait_s)).await;
+        reply = api.buy(product, member).await;
+    }
+    reply
 }

@@ -8,12 +8,12 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use reqwest::Method;
 use seckill_shared::api::ResultStatus;
-use seckill_tests::checks::{keys, orders, pid, redis_stock, rush};
+use seckill_tests::checks::{keys, orders, pid, redis_stock, rush, wait_for_orders};
 use seckill_tests::client::{unix_now, unix_now_ms, Reply};
 use seckill_tests::proxy::TcpProxy;
 use seckill_tests::{
-    eventually, Api, AppSettings, Backend, Edge, Origin, OriginOptions, RedisServer, Sale,
-    TestApp, TestDatabase,
+    eventually, Api, AppSettings, Backend, Edge, Origin, OriginOptions, RedisServer, Sale, TestApp,
+    TestDatabase,
 };
 
 const BUY_ROUTE: (&str, &str) = ("route", "/api/seckill/{product_id}/orders");
@@ -497,7 +497,12 @@ async fn a_connection_broken_after_the_buy_was_sent_is_an_unknown_outcome() {
     )
     .await;
     let api = edge.api();
-    let product = app.api().create_sale(&Sale::open(10)).await.product_id.get();
+    let product = app
+        .api()
+        .create_sale(&Sale::open(10))
+        .await
+        .product_id
+        .get();
     assert_eq!(
         api.get(&format!("/api/products/{product}")).await.status,
         200
@@ -542,7 +547,11 @@ async fn bodies_over_the_limit_are_refused_at_the_edge() {
     let product = api.create_sale(&Sale::open(10)).await.product_id.get();
     let seen = || async {
         let mut total = 0.0;
-        for route in ["/api/session", "/api/seckill/{product_id}/orders", "unmatched"] {
+        for route in [
+            "/api/session",
+            "/api/seckill/{product_id}/orders",
+            "unmatched",
+        ] {
             total += app
                 .api()
                 .metric("http_requests_total", &[("route", route)])
@@ -574,7 +583,11 @@ async fn bodies_over_the_limit_are_refused_at_the_edge() {
     }
     assert_eq!(seen().await, before, "no oversized body reached the origin");
     let mut conn = redis.connection().await;
-    assert_eq!(redis_stock(&mut conn, product).await, 10, "nothing reserved");
+    assert_eq!(
+        redis_stock(&mut conn, product).await,
+        10,
+        "nothing reserved"
+    );
 
     // A body at the limit is forwarded as before.
     let mut at_limit = br#"{"member_id": 5}"#.to_vec();
@@ -589,4 +602,303 @@ async fn bodies_over_the_limit_are_refused_at_the_edge() {
         .await;
     assert_eq!(reply.status, 200, "{:?}", reply.body);
     assert!(!served_by_edge(&reply));
+}
+
+/// Snapshot fetches the origin has answered.
+async fn snapshot_fetches(api: &Api) -> f64 {
+    api.metric("http_requests_total", &[("route", "/api/soldout")])
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_location_fetches_the_sold_out_snapshot_once_a_second() {
+    let label = "edge_snapshot_per_location";
+    let redis = RedisServer::start().await;
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    let app = TestApp::start(redis.url(), &db, AppSettings::new()).await;
+    let edge = Edge::start(label, &app.url(), &[]).await;
+    let api = edge.api();
+    let sold = api.create_sale(&Sale::open(5)).await.product_id.get();
+    let selling = api.create_sale(&Sale::open(100_000)).await.product_id.get();
+    let snapshot = app.api().get("/api/soldout").await;
+    assert_eq!(
+        snapshot.header("cache-control"),
+        Some("public, max-age=1"),
+        "a CDN may keep the origin's snapshot for a second"
+    );
+
+    let before = snapshot_fetches(&app.api()).await;
+    let started = tokio::time::Instant::now();
+    let mut buyers = tokio::task::JoinSet::new();
+    for lane in 0..16_i64 {
+        let api = api.clone();
+        buyers.spawn(async move {
+            let mut answers = 0;
+            let mut member = 1 + lane * 1_000_000;
+            while started.elapsed() < Duration::from_secs(10) {
+                member += 1;
+                let product = if member % 2 == 0 { sold } else { selling };
+                let reply = api.buy(product, member).await;
+                assert!(
+                    matches!(reply.status, 202 | 409 | 429 | 503),
+                    "{:?}",
+                    reply.body
+                );
+                answers += 1;
+            }
+            answers
+        });
+    }
+    let mut answers = 0;
+    while let Some(done) = buyers.join_next().await {
+        answers += done.unwrap();
+    }
+    let fetched = snapshot_fetches(&app.api()).await - before;
+    assert!(answers >= 500, "heavy buying: {answers} answers in 10 s");
+    assert!(
+        (5.0..=11.0).contains(&fetched),
+        "{fetched} snapshot fetches for {answers} buys over 10 s"
+    );
+    // The shared snapshot is honest: the sold-out item is listed, the other
+    // is not.
+    let through_edge = api.get("/api/soldout").await;
+    let listed: Vec<i64> = serde_json::from_value(through_edge.body["sold_out"].clone()).unwrap();
+    assert!(
+        listed.contains(&sold) && !listed.contains(&selling),
+        "{listed:?}"
+    );
+}
+
+/// A crowd of `members` distinct buyers through `edge`, `in_flight` at a
+/// time; returns (answers by status and code, buys the origin saw).
+async fn crowd(
+    edge: &Api,
+    origin: &Api,
+    product: i64,
+    members: std::ops::RangeInclusive<i64>,
+    in_flight: usize,
+) -> (std::collections::BTreeMap<(u16, String), usize>, f64) {
+    let before = origin.metric("http_requests_total", &[BUY_ROUTE]).await;
+    let outcomes = rush(edge, product, members, in_flight).await;
+    let forwarded = origin.metric("http_requests_total", &[BUY_ROUTE]).await - before;
+    let mut answers = std::collections::BTreeMap::new();
+    for (_, status, code) in outcomes {
+        *answers
+            .entry((status, code.unwrap_or_default()))
+            .or_insert(0) += 1;
+    }
+    (answers, forwarded)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crowd_with_the_origin_far_away_sends_about_overbook_buys_per_unit() {
+    let label = "edge_gate_far_crowd";
+    let redis = RedisServer::start().await;
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    let app = TestApp::start(redis.url(), &db, AppSettings::new()).await;
+    let port: u16 = app.url().rsplit(':').next().unwrap().parse().unwrap();
+    // A far location: 60 ms each way between the edge and the origin.
+    let far = TcpProxy::with_delay(port, Duration::from_millis(60)).await;
+    let edge = Edge::start(label, &far.http_url(), &[]).await;
+    let pool = db.pool().await;
+    for (in_flight, first_member) in [(256, 1), (768, 100_001)] {
+        let product = app
+            .api()
+            .create_sale(&Sale::open(100))
+            .await
+            .product_id
+            .get();
+        assert_eq!(
+            edge.api()
+                .get(&format!("/api/products/{product}"))
+                .await
+                .status,
+            200
+        );
+        let (answers, forwarded) = crowd(
+            &edge.api(),
+            &app.api(),
+            product,
+            first_member..=first_member + 5_999,
+            in_flight,
+        )
+        .await;
+        let sold = answers.get(&(202, String::new())).copied().unwrap_or(0);
+        assert_eq!(sold, 100, "{in_flight} in flight: {answers:?}");
+        for (status, code) in answers.keys() {
+            assert!(
+                matches!(
+                    (status, code.as_str()),
+                    (202, "") | (409, "sold_out") | (503, "sale_busy")
+                ),
+                "{in_flight} in flight: every admitted buy resolved: {answers:?}"
+            );
+        }
+        assert!(
+            forwarded <= 250.0,
+            "{in_flight} in flight: {forwarded} buys reached the origin for 100 units ({answers:?})"
+        );
+        wait_for_orders(&pool, product, 100).await;
+        let mut conn = redis.connection().await;
+        assert_eq!(redis_stock(&mut conn, product).await, 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn returned_units_sell_again_through_the_gate_within_two_seconds() {
+    let label = "edge_gate_reopen";
+    let redis = RedisServer::start().await;
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    let app = TestApp::start(
+        redis.url(),
+        &db,
+        AppSettings::new().set("SECKILL_PAY_TIMEOUT_S", 6),
+    )
+    .await;
+    let edge = Edge::start(label, &app.url(), &[]).await;
+    let api = edge.api();
+    let product = api.create_sale(&Sale::open(100)).await.product_id.get();
+    let outcomes = rush(&api, product, 1..=100, 50).await;
+    assert!(
+        outcomes.iter().all(|(_, status, _)| *status == 202),
+        "{outcomes:?}"
+    );
+    let pool = db.pool().await;
+    let written = wait_for_orders(&pool, product, 100).await;
+    // 80 are paid; 20 are left to be cancelled at their deadline.
+    for (order, member, _) in written.iter().skip(20) {
+        assert_eq!(app.api().pay(*order, *member).await.status, 200);
+    }
+
+    // Buyers keep coming through the edge until 20 more units sold.
+    let started = tokio::time::Instant::now();
+    let mut lanes = tokio::task::JoinSet::new();
+    let sold_again = std::sync::Arc::new(std::sync::Mutex::new(Vec::<i64>::new()));
+    for lane in 0..8_i64 {
+        let (api, sold_again) = (api.clone(), sold_again.clone());
+        lanes.spawn(async move {
+            let mut member = 1_000 + lane * 100_000;
+            while sold_again.lock().unwrap().len() < 20
+                && started.elapsed() < Duration::from_secs(30)
+            {
+                member += 1;
+                let reply = api.buy(product, member).await;
+                if reply.status == 202 {
+                    sold_again.lock().unwrap().push(unix_now_ms());
+                } else {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        });
+    }
+    while lanes.join_next().await.is_some() {}
+    let sold_again = sold_again.lock().unwrap().clone();
+    assert_eq!(sold_again.len(), 20, "the 20 returned units sold again");
+    let (cancelled, last_cancelled_ms): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), MAX(cancelled_at_ms) FROM orders WHERE product_id = $1 AND status = 'cancelled'",
+    )
+    .bind(product)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(cancelled, 20);
+    let last_sold_ms = *sold_again.iter().max().unwrap();
+    assert!(
+        last_sold_ms - last_cancelled_ms <= 2_000,
+        "the last returned unit sold {} ms after the last cancellation",
+        last_sold_ms - last_cancelled_ms
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_one_times_overbook_refused_admissions_do_not_undersell() {
+    let label = "edge_gate_no_undersell";
+    let redis = RedisServer::start().await;
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    let app = TestApp::start(redis.url(), &db, AppSettings::new()).await;
+    let edge = Edge::start(label, &app.url(), &[("GATE_OVERBOOK", "1")]).await;
+    let api = edge.api();
+    let product = api.create_sale(&Sale::open(20)).await.product_id.get();
+    // Ten members already hold an order: ten units are left.
+    for member in 1..=10 {
+        assert_eq!(app.api().buy(product, member).await.status, 202);
+    }
+    // They try again together with 30 newcomers; the gate admits ten at a
+    // time, and those it gives to the ten are refused by the origin.
+    let mut buyers = tokio::task::JoinSet::new();
+    for member in 1..=40 {
+        let api = api.clone();
+        buyers.spawn(async move {
+            (
+                member,
+                seckill_tests::edge::buy_patiently(&api, product, member, 15).await,
+            )
+        });
+    }
+    let mut sold = 0;
+    while let Some(done) = buyers.join_next().await {
+        let (member, reply) = done.unwrap();
+        match (member, reply.status, reply.error()) {
+            (1..=10, 409, Some("already_ordered")) => {}
+            (11.., 202, _) => sold += 1,
+            (11.., 409, Some("sold_out")) => {}
+            other => panic!("unexpected answer {other:?}: {:?}", reply.body),
+        }
+    }
+    assert_eq!(sold, 10, "every unit left sold through the gate");
+    let mut conn = redis.connection().await;
+    assert_eq!(redis_stock(&mut conn, product).await, 0);
+    wait_for_orders(&db.pool().await, product, 20).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_spraying_two_locations_gets_the_rate_once() {
+    let label = "edge_gate_member_limit";
+    let redis = RedisServer::start().await;
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    let app = TestApp::start(redis.url(), &db, AppSettings::new()).await;
+    let (one, two) = tokio::join!(
+        Edge::start(label, &app.url(), &[]),
+        Edge::start(label, &app.url(), &[])
+    );
+    let product = app
+        .api()
+        .create_sale(&Sale::open(1_000))
+        .await
+        .product_id
+        .get();
+    // Both locations learn the product before the spray starts.
+    for edge in [&one, &two] {
+        assert_eq!(
+            edge.api()
+                .get(&format!("/api/products/{product}"))
+                .await
+                .status,
+            200
+        );
+    }
+    // Burst 5, then 2 a second: over 3 s, about 11 buys get through.
+    let started = tokio::time::Instant::now();
+    let mut through = 0;
+    let mut limited = 0;
+    let mut turn = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        turn += 1;
+        let edge = if turn % 2 == 0 { &one } else { &two };
+        let reply = edge.api().buy(product, 7).await;
+        match (reply.status, reply.error()) {
+            (429, Some("rate_limited")) => limited += 1,
+            (202, _) | (409, Some("already_ordered")) => through += 1,
+            other => panic!("unexpected answer {other:?}: {:?}", reply.body),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed_s = started.elapsed().as_secs_f64();
+    let allowed_once = 5.0 + 2.0 * elapsed_s;
+    assert!(limited > 0, "the spray was limited at all");
+    assert!(
+        (through as f64) <= allowed_once + 1.0,
+        "{through} buys got through two locations in {elapsed_s:.1} s; the limit once allows {allowed_once:.0} (twice would be {:.0})",
+        2.0 * allowed_once
+    );
 }
