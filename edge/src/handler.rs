@@ -180,7 +180,11 @@ async fn buy(
             ));
         }
     };
-    let mut answer = match forward_raw(req, config, request_id, Some(member), body).await {
+    let forwarded = forward_raw(req, config, request_id, Some(member), body).await;
+    if let Err(down) = &forwarded {
+        worker::console_warn!("buy {request_id}: the origin failed: {down:?}");
+    }
+    let mut answer = match forwarded {
         Ok(answer) => answer,
         // The buy went out and may have been carried out (no answer in
         // time, or the connection broke after sending): say so, so the
