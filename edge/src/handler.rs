@@ -345,9 +345,23 @@ async fn product_copy(
     if let Some(copy) = with_state(config, |s| s.product(product, now_ms(), ttl)) {
         return Ok(copy);
     }
-    fetch_product(config, product, request_id)
-        .await
-        .map(|(view, _)| view)
+    // One read at a time per product: while it is out, buyers use the
+    // copy they have (younger than PRODUCT_STALE_MS), so a crowd does not
+    // turn into as many product reads at the origin.
+    let stale = config.product_stale.as_millis() as u64;
+    let timeout = config.origin_timeout.as_millis() as u64;
+    let (copy, mine) = with_state(config, |s| {
+        let copy = s.product(product, now_ms(), stale);
+        (copy, s.start_product_read(product, now_ms(), timeout))
+    });
+    match (copy, mine) {
+        (Some(copy), false) => Ok(copy),
+        _ => {
+            let read = fetch_product(config, product, request_id).await;
+            with_state(config, |s| s.finish_product_read(product));
+            read.map(|(view, _)| view)
+        }
+    }
 }
 
 /// Reads a product from the origin and remembers the answer. Returns the

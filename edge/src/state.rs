@@ -33,6 +33,8 @@ pub struct EdgeState {
     products: HashMap<ProductId, ProductCopy>,
     sold_out_fetched_ms: Option<u64>,
     sold_out_version: u64,
+    /// Product reads out to the origin, by when they were sent.
+    product_reads: HashMap<ProductId, u64>,
     /// This isolate, as the admission gate tells isolates apart.
     holder: u64,
     gates: HashMap<ProductId, GateQueue>,
@@ -44,6 +46,7 @@ impl EdgeState {
         Self {
             holder,
             gates: HashMap::new(),
+            product_reads: HashMap::new(),
             sold_out: ExpiringFlags::new(config.sold_out_ttl.as_millis() as u64),
             rate_limiter: RateLimiter::new(config.rate_limit, RATE_LIMITED_MEMBERS),
             products: HashMap::new(),
@@ -124,6 +127,26 @@ impl EdgeState {
             .get(&product)
             .filter(|copy| now_ms.saturating_sub(copy.fetched_ms) < max_age_ms)
             .map(|copy| copy.view.clone())
+    }
+
+    /// True when this caller should read the product from the origin: no
+    /// read of it is out (or the one out is older than `timeout_ms`).
+    pub fn start_product_read(&mut self, product: ProductId, now_ms: u64, timeout_ms: u64) -> bool {
+        if self.product_reads.len() >= CACHED_PRODUCTS {
+            self.product_reads
+                .retain(|_, sent| now_ms.saturating_sub(*sent) < timeout_ms);
+        }
+        match self.product_reads.get(&product) {
+            Some(sent) if now_ms.saturating_sub(*sent) < timeout_ms => false,
+            _ => {
+                self.product_reads.insert(product, now_ms);
+                true
+            }
+        }
+    }
+
+    pub fn finish_product_read(&mut self, product: ProductId) {
+        self.product_reads.remove(&product);
     }
 
     pub fn remember_product(&mut self, product: ProductId, view: Option<ProductView>, now_ms: u64) {
@@ -245,6 +268,20 @@ mod tests {
             Some(None),
             "remembered as unknown"
         );
+    }
+
+    #[test]
+    fn one_product_read_at_a_time() {
+        let mut state = EdgeState::new(&config(), 1);
+        assert!(state.start_product_read(p(1), 0, 3_000));
+        assert!(!state.start_product_read(p(1), 10, 3_000), "one is out");
+        assert!(state.start_product_read(p(2), 10, 3_000), "per product");
+        assert!(
+            state.start_product_read(p(1), 3_000, 3_000),
+            "a lost read is retried"
+        );
+        state.finish_product_read(p(1));
+        assert!(state.start_product_read(p(1), 3_001, 3_000));
     }
 
     #[test]

@@ -672,24 +672,71 @@ async fn one_location_fetches_the_sold_out_snapshot_once_a_second() {
 }
 
 /// A crowd of `members` distinct buyers through `edge`, `in_flight` at a
-/// time; returns (answers by status and code, buys the origin saw).
+/// time; returns (answers by status and code, buys the origin saw, buys
+/// sent again because wrangler dev reset the connection before answering).
 async fn crowd(
     edge: &Api,
     origin: &Api,
     product: i64,
     members: std::ops::RangeInclusive<i64>,
     in_flight: usize,
-) -> (std::collections::BTreeMap<(u16, String), usize>, f64) {
+) -> (std::collections::BTreeMap<(u16, String), usize>, f64, usize) {
     let before = origin.metric("http_requests_total", &[BUY_ROUTE]).await;
-    let outcomes = rush(edge, product, members, in_flight).await;
-    let forwarded = origin.metric("http_requests_total", &[BUY_ROUTE]).await - before;
-    let mut answers = std::collections::BTreeMap::new();
-    for (_, status, code) in outcomes {
-        *answers
-            .entry((status, code.unwrap_or_default()))
-            .or_insert(0) += 1;
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(in_flight));
+    let mut buyers = tokio::task::JoinSet::new();
+    for member in members {
+        let (edge, slots) = (edge.clone(), slots.clone());
+        buyers.spawn(async move {
+            let _slot = slots.acquire_owned().await.unwrap();
+            let url = format!("{}/api/seckill/{product}/orders", edge.base());
+            let token = Api::token(member);
+            // Under hundreds of connections at once, wrangler dev's local
+            // proxy in front of workerd sometimes loses one (a reset, or its
+            // own 503 "Your worker restarted mid-request"); the buyer sends
+            // again (one order per member holds at the origin).
+            for resent in 0.. {
+                match edge.http().post(&url).bearer_auth(&token).send().await {
+                    Ok(response)
+                        if response.status() == 503
+                            && response.headers().get("x-served-by").is_none()
+                            && response
+                                .headers()
+                                .get("retry-after")
+                                .is_some_and(|v| v == "0")
+                            && resent < 3 =>
+                    {
+                        eprintln!("member {member}: lost by wrangler dev's proxy; sending again");
+                    }
+                    Ok(response) => {
+                        let status = response.status().as_u16();
+                        let text = response.text().await.unwrap_or_default();
+                        let body: serde_json::Value =
+                            serde_json::from_str(&text).unwrap_or_default();
+                        let code = match body["error"].as_str() {
+                            Some(code) => code.to_string(),
+                            None if status < 300 => String::new(),
+                            None => format!("not the contract's body: {text:.120}"),
+                        };
+                        return (status, code, resent);
+                    }
+                    Err(err) if resent < 3 => {
+                        eprintln!("member {member}: {err}; sending again");
+                    }
+                    Err(err) => panic!("member {member}: {err}"),
+                }
+            }
+            unreachable!()
+        });
     }
-    (answers, forwarded)
+    let mut answers = std::collections::BTreeMap::new();
+    let mut resent = 0;
+    while let Some(done) = buyers.join_next().await {
+        let (status, code, again) = done.unwrap();
+        *answers.entry((status, code)).or_insert(0) += 1;
+        resent += again;
+    }
+    let forwarded = origin.metric("http_requests_total", &[BUY_ROUTE]).await - before;
+    (answers, forwarded, resent)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -717,7 +764,7 @@ async fn a_crowd_with_the_origin_far_away_sends_about_overbook_buys_per_unit() {
                 .status,
             200
         );
-        let (answers, forwarded) = crowd(
+        let (answers, forwarded, resent) = crowd(
             &edge.api(),
             &app.api(),
             product,
@@ -726,23 +773,28 @@ async fn a_crowd_with_the_origin_far_away_sends_about_overbook_buys_per_unit() {
         )
         .await;
         let sold = answers.get(&(202, String::new())).copied().unwrap_or(0);
-        assert_eq!(sold, 100, "{in_flight} in flight: {answers:?}");
+        // A buy sent again may find its first copy's unit: already ordered.
+        assert!(
+            sold <= 100 && sold + resent >= 100,
+            "{in_flight} in flight: {answers:?}, {resent} sent again"
+        );
         for (status, code) in answers.keys() {
             assert!(
                 matches!(
                     (status, code.as_str()),
-                    (202, "") | (409, "sold_out") | (503, "sale_busy")
+                    (202, "") | (409, "sold_out") | (503, "sale_busy") | (409, "already_ordered")
                 ),
                 "{in_flight} in flight: every admitted buy resolved: {answers:?}"
             );
         }
         assert!(
             forwarded <= 250.0,
-            "{in_flight} in flight: {forwarded} buys reached the origin for 100 units ({answers:?})"
+            "{in_flight} in flight: {forwarded} buys reached the origin for 100 units ({answers:?}, {resent} sent again)"
         );
         wait_for_orders(&pool, product, 100).await;
         let mut conn = redis.connection().await;
         assert_eq!(redis_stock(&mut conn, product).await, 0);
+        eprintln!("{in_flight} in flight: {forwarded} buys forwarded for 100 units; {answers:?}; {resent} sent again");
     }
 }
 
