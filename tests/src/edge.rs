@@ -31,6 +31,9 @@ new_sqlite_classes = [\"AdmissionGate\"]
 pub struct Edge {
     child: Option<Child>,
     url: String,
+    /// The worker's name, unique per test edge (wrangler dev's registry
+    /// finds another edge's objects by it).
+    name: String,
     _state: ScratchDir,
 }
 
@@ -38,6 +41,27 @@ impl Edge {
     /// Starts the edge forwarding to `origin_url`, with the test token
     /// secret and `vars` on top of `wrangler.toml`'s defaults.
     pub async fn start(label: &str, origin_url: &str, vars: &[(&str, &str)]) -> Self {
+        Self::launch(label, origin_url, vars, None).await
+    }
+
+    /// A second location: its own workerd, whose admission gate is `first`'s
+    /// objects, as every location shares one object per product on
+    /// Cloudflare (wrangler dev connects the two through its registry).
+    pub async fn start_sharing_gate(
+        label: &str,
+        origin_url: &str,
+        vars: &[(&str, &str)],
+        first: &Edge,
+    ) -> Self {
+        Self::launch(label, origin_url, vars, Some(&first.name)).await
+    }
+
+    async fn launch(
+        label: &str,
+        origin_url: &str,
+        vars: &[(&str, &str)],
+        gate_of: Option<&str>,
+    ) -> Self {
         let root = repo_root();
         let bundle = root.join("edge/build/index.js");
         let wrangler = root.join("node_modules/.bin/wrangler");
@@ -52,10 +76,17 @@ impl Edge {
         );
         let state = ScratchDir::new("edge");
         let config = state.path().join("wrangler.toml");
+        let name = format!("seckill-edge-test-{}", crate::unique_suffix());
+        let gate = match gate_of {
+            None => GATE_BINDING.to_string(),
+            Some(owner) => format!(
+                "\n[[durable_objects.bindings]]\nname = \"ADMISSION_GATE\"\nclass_name = \"AdmissionGate\"\nscript_name = \"{owner}\"\n"
+            ),
+        };
         std::fs::write(
             &config,
             format!(
-                "name = \"seckill-edge-test\"\nmain = \"{}\"\ncompatibility_date = \"2026-04-01\"\n{GATE_BINDING}",
+                "name = \"{name}\"\nmain = \"{}\"\ncompatibility_date = \"2026-04-01\"\n{gate}",
                 bundle.canonicalize().unwrap().display()
             ),
         )
@@ -99,6 +130,7 @@ impl Edge {
         let edge = Self {
             child: Some(child),
             url: format!("http://127.0.0.1:{port}"),
+            name,
             _state: state,
         };
         let api = edge.api();
