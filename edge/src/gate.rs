@@ -170,13 +170,19 @@ impl GateBook {
         self.reading.is_some()
     }
 
-    /// True when the stock should be read from the origin before answering.
+    /// True when the stock should be read from the origin before answering:
+    /// at once when counting alone says nothing is left (the origin decides
+    /// between sold out and busy), every `reread_ms` while the origin says
+    /// nothing is left (returned units reopen the gate), and every
+    /// `correct_ms` otherwise.
     pub fn read_due(&self, now_ms: u64) -> bool {
         match self.read_sent_ms {
             None => true,
             Some(sent) => {
                 let age = now_ms.saturating_sub(sent);
-                (self.stock_left() == 0 && age >= self.settings.reread_ms)
+                let empty = self.stock_left() == 0;
+                (empty && !self.origin_says_sold_out())
+                    || (empty && age >= self.settings.reread_ms)
                     || age >= self.settings.correct_ms
             }
         }
@@ -438,6 +444,7 @@ mod tests {
             10,
             "counting alone never says sold out"
         );
+        assert!(book.read_due(21), "the origin is asked at once");
         let answer = book.sync(
             &ask(
                 1,
@@ -479,7 +486,7 @@ mod tests {
         };
         let closed = book.sync(&ask(1, 20..21, done), 100);
         assert_eq!(closed.admissions, vec![Admission::SoldOut]);
-        assert!(!book.read_due(400), "not yet");
+        assert!(!book.read_due(400), "the origin said so: not yet");
         assert!(book.read_due(600), "re-read while nothing is left");
         let sent = book.read_sent(600);
         book.apply_read(3, sent);

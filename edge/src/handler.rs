@@ -356,10 +356,16 @@ async fn product_copy(
     });
     match (copy, mine) {
         (Some(copy), false) => Ok(copy),
-        _ => {
+        (copy, _) => {
             let read = fetch_product(config, product, request_id).await;
             with_state(config, |s| s.finish_product_read(product));
-            read.map(|(view, _)| view)
+            match (read, copy) {
+                (Ok((view, _)), _) => Ok(view),
+                // The origin did not answer the read: the copy still says
+                // whether the sale is on (the buy itself will tell more).
+                (Err(_), Some(copy)) => Ok(copy),
+                (Err(down), None) => Err(down),
+            }
         }
     }
 }
