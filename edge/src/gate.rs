@@ -91,6 +91,9 @@ pub enum Admission {
     SoldOut,
     /// The member is over the rate limit across isolates: `429`.
     RateLimited,
+    /// The gate could not read the stock (the origin is down): `503
+    /// unavailable`, nothing reserved.
+    Unavailable,
 }
 
 /// The object's answer: one admission per member, in the same order.
@@ -254,6 +257,11 @@ impl GateBook {
         holder.seen_ms = now_ms;
         holder.unresolved = holder.unresolved.saturating_sub(request.outcomes.total());
 
+        if self.reading.is_none() {
+            return SyncAnswer {
+                admissions: vec![Admission::Unavailable; request.members.len()],
+            };
+        }
         let mut available = self.budget().saturating_sub(self.unresolved());
         let sold_out = self.stock_left() == 0 && self.origin_says_sold_out();
         let mut admitted = 0;
@@ -572,6 +580,13 @@ mod tests {
         // A call whose request vanished is taken over.
         queue.enqueue(m(4));
         assert!(queue.start(1_031, 1_000).is_some());
+    }
+
+    #[test]
+    fn without_a_reading_nothing_is_admitted() {
+        let mut book = GateBook::new(settings(2.0));
+        let answer = book.sync(&ask(1, 1..3, Outcomes::default()), 0);
+        assert_eq!(answer.admissions, vec![Admission::Unavailable; 2]);
     }
 
     #[test]

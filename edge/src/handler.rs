@@ -167,6 +167,7 @@ async fn buy(
             Admission::Busy => return sale_busy(),
             Admission::SoldOut => return edge_error(&Refusal::new(ErrorCode::SoldOut)),
             Admission::RateLimited => return edge_error(&Refusal::new(ErrorCode::RateLimited)),
+            Admission::Unavailable => return edge_error(&Refusal::new(ErrorCode::Unavailable)),
         }
     }
     // An admitted buy's outcome goes back to the gate after the answer.
