@@ -184,8 +184,7 @@ impl GateBook {
             Some(sent) => {
                 let age = now_ms.saturating_sub(sent);
                 let empty = self.stock_left() == 0;
-                (empty && !self.origin_says_sold_out())
-                    || (empty && age >= self.settings.reread_ms)
+                (empty && (!self.origin_says_sold_out() || age >= self.settings.reread_ms))
                     || age >= self.settings.correct_ms
             }
         }

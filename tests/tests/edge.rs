@@ -658,7 +658,10 @@ async fn one_location_fetches_the_sold_out_snapshot_once_a_second() {
         answers += done.unwrap();
     }
     let fetched = snapshot_fetches(&app.api()).await - before;
-    assert!(answers >= 100, "buying all along: {answers} answers in 10 s");
+    assert!(
+        answers >= 100,
+        "buying all along: {answers} answers in 10 s"
+    );
     assert!(
         (5.0..=11.0).contains(&fetched),
         "{fetched} snapshot fetches for {answers} buys over 10 s"
