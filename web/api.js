@@ -1,12 +1,16 @@
 // What both pages need: JSON requests that speak the contract's error
 // body, the server's clock, and formatting of money and durations.
 
-/** A contract error: `code` is the `error` field, `status` the HTTP status. */
+/**
+ * A contract error: `code` is the `error` field, `status` the HTTP status,
+ * `retryAfter` the answer's `Retry-After` in seconds (null without one).
+ */
 export class ApiError extends Error {
-  constructor(status, code, message) {
+  constructor(status, code, message, retryAfter = null) {
     super(message);
     this.status = status;
     this.code = code;
+    this.retryAfter = retryAfter;
   }
 }
 
@@ -29,7 +33,13 @@ export async function request(method, path, { token, body } = {}) {
     json = null;
   }
   if (!response.ok) {
-    throw new ApiError(response.status, json?.error ?? "unknown", json?.message ?? `HTTP ${response.status}`);
+    const retryAfter = Number.parseInt(response.headers.get("retry-after") ?? "", 10);
+    throw new ApiError(
+      response.status,
+      json?.error ?? "unknown",
+      json?.message ?? `HTTP ${response.status}`,
+      Number.isFinite(retryAfter) && retryAfter >= 0 ? retryAfter : null,
+    );
   }
   return json;
 }

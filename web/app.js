@@ -3,7 +3,9 @@
 // The page follows a buy from start to end: a countdown on the shop's
 // clock, the buy button only inside the sale window, "queued" while the
 // order is being written (polling the result with backoff), then the order
-// with a payment deadline, or a clear reason why not.
+// with a payment deadline, or a clear reason why not. When the shop says
+// the sale is busy (nothing reserved), it waits the delay the shop gives
+// and tries again by itself.
 
 import { ApiError, ServerClock, duration, money, request, sleep } from "./api.js";
 
@@ -26,6 +28,7 @@ const MESSAGES = {
   not_started: "The sale has not started yet.",
   ended: "The sale has ended.",
   rate_limited: "Too many tries. Wait a moment and try again.",
+  sale_busy: "The sale is very busy. Nothing was reserved yet; trying again…",
   unavailable: "The shop is very busy. Nothing was reserved; try again.",
   unauthorized: "Please sign in again.",
   unknown_product: "This item does not exist.",
@@ -183,13 +186,42 @@ function render() {
 
 // ---- buying ---------------------------------------------------------------
 
+/** Answers that say nothing was reserved and the buy may simply be sent again. */
+const WAIT_AND_RETRY = new Set(["sale_busy", "unavailable"]);
+
+/**
+ * Sends the buy; while the shop answers that the sale is busy (nothing
+ * reserved), waits its Retry-After and sends it again, as long as the sale
+ * is open and the buyer is still signed in. Resolves on the first answer
+ * that reserved a unit; rejects with any other answer. No buy is sent
+ * while another is in flight, and none after one was accepted.
+ */
+async function reserve() {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await request("POST", `/api/seckill/${productId}/orders`, { token: state.token });
+    } catch (err) {
+      if (!(err instanceof ApiError) || !WAIT_AND_RETRY.has(err.code) || phase() !== "open") throw err;
+      const wait = Math.min(Math.max(err.retryAfter ?? 1, 1), 30);
+      for (let left = wait; left > 0; left -= 1) {
+        say(`The sale is busy: nothing was reserved yet. Trying again in ${left} s… (attempt ${attempt})`, "wait");
+        $("status").dataset.waiting = "sale_busy";
+        await sleep(1000);
+      }
+      delete $("status").dataset.waiting;
+      if (!state.token || phase() !== "open") throw err;
+      say("Reserving…");
+    }
+  }
+}
+
 async function buy() {
   if (state.busy) return;
   state.busy = true;
   render();
   say("Reserving…");
   try {
-    await request("POST", `/api/seckill/${productId}/orders`, { token: state.token });
+    await reserve();
     state.held = true;
     say("Queued: your unit is reserved and your order is being written.", "good");
     step("queued", "Queued — unit reserved");

@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use seckill_shared::rate_limit::RateLimit;
+
+use crate::gate::GateSettings;
 use seckill_shared::token::TokenSecret;
 
 #[derive(Debug, Clone)]
@@ -22,34 +24,126 @@ pub struct EdgeConfig {
     pub product_stale: Duration,
     pub origin_timeout: Duration,
     pub rate_limit: RateLimit,
+    /// Unresolved buys the admission gate allows per unit left; 0 = no gate.
+    pub gate_overbook: f64,
+    /// While the gate believes nothing is left, how often it reads again.
+    pub gate_reread: Duration,
+    /// Where the per-member rate limit is kept.
+    pub member_limits: MemberLimits,
+}
+
+/// Where a member's buys are counted against the rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberLimits {
+    /// In the product's admission gate, across every isolate (each isolate
+    /// still limits on its own first).
+    Gate,
+    /// Only in each isolate: a member spread over isolates gets the limit
+    /// once per isolate.
+    Isolate,
 }
 
 /// Everything the edge reads from its environment, by name.
 pub const ORIGIN_URL: &str = "ORIGIN_URL";
 pub const TOKEN_SECRET: &str = "SECKILL_TOKEN_SECRET";
 
-fn millis(
-    get: &impl Fn(&str) -> Option<String>,
-    name: &str,
-    default: u64,
-) -> Result<Duration, String> {
-    match get(name) {
-        None => Ok(Duration::from_millis(default)),
-        Some(text) => text
-            .trim()
-            .parse::<u64>()
-            .map(Duration::from_millis)
-            .map_err(|_| format!("{name}: not a whole number of milliseconds: {text:?}")),
-    }
+/// One setting: its variable, its default (as the variable would spell it)
+/// and what it means.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub meaning: &'static str,
 }
 
-fn number(get: &impl Fn(&str) -> Option<String>, name: &str, default: f64) -> Result<f64, String> {
-    match get(name) {
-        None => Ok(default),
-        Some(text) => match text.trim().parse::<f64>() {
-            Ok(value) if value > 0.0 => Ok(value),
-            _ => Err(format!("{name}: not a positive number: {text:?}")),
-        },
+/// The edge's settings and their defaults, declared here once:
+/// `wrangler.toml`'s `[vars]` and the table in docs/EDGE.md are checked
+/// against this list by the tests below. (The token secret has no default.)
+pub const SETTINGS: &[Setting] = &[
+    Setting {
+        name: ORIGIN_URL,
+        default: "http://127.0.0.1:8080",
+        meaning: "where everything the edge does not answer itself goes (a hostname in production)",
+    },
+    Setting {
+        name: "SOLDOUT_TTL_MS",
+        default: "1500",
+        meaning: "how long a sold-out flag is believed without news from the origin",
+    },
+    Setting {
+        name: "SOLDOUT_REFRESH_MS",
+        default: "1000",
+        meaning: "how often, at most, the sold-out snapshot is taken from the origin",
+    },
+    Setting {
+        name: "PRODUCT_TTL_MS",
+        default: "1000",
+        meaning: "how long a product read is served from the edge's copy",
+    },
+    Setting {
+        name: "PRODUCT_STALE_MS",
+        default: "30000",
+        meaning: "how old a copy may be and still be served while the origin cannot be reached",
+    },
+    Setting {
+        name: "ORIGIN_TIMEOUT_MS",
+        default: "3000",
+        meaning: "the deadline of every call to the origin",
+    },
+    Setting {
+        name: "RATE_LIMIT_BURST",
+        default: "5",
+        meaning: "buys a member may make in a burst",
+    },
+    Setting {
+        name: "RATE_LIMIT_PER_S",
+        default: "2",
+        meaning: "buys per second refilled after the burst",
+    },
+    Setting {
+        name: "MEMBER_LIMITS",
+        default: "gate",
+        meaning: "`gate`: the rate limit holds across isolates, kept by the admission gate; `isolate`: per isolate only (also when the gate is off)",
+    },
+    Setting {
+        name: "GATE_OVERBOOK",
+        default: "2",
+        meaning: "buys the admission gate lets wait on the origin per unit of stock left; `0` turns the gate off",
+    },
+    Setting {
+        name: "GATE_REREAD_MS",
+        default: "500",
+        meaning: "while the gate believes nothing is left, how often it reads the stock again (returned stock reopens it within this)",
+    },
+];
+
+/// The declared default of `name`.
+pub fn default_of(name: &str) -> &'static str {
+    SETTINGS
+        .iter()
+        .find(|setting| setting.name == name)
+        .map(|setting| setting.default)
+        .unwrap_or_else(|| panic!("{name} is not a declared setting"))
+}
+
+/// The variable's value, or its declared default.
+fn value(get: &impl Fn(&str) -> Option<String>, name: &str) -> String {
+    get(name).unwrap_or_else(|| default_of(name).to_string())
+}
+
+fn millis(get: &impl Fn(&str) -> Option<String>, name: &str) -> Result<Duration, String> {
+    let text = value(get, name);
+    text.trim()
+        .parse::<u64>()
+        .map(Duration::from_millis)
+        .map_err(|_| format!("{name}: not a whole number of milliseconds: {text:?}"))
+}
+
+fn number(get: &impl Fn(&str) -> Option<String>, name: &str) -> Result<f64, String> {
+    let text = value(get, name);
+    match text.trim().parse::<f64>() {
+        Ok(value) if value > 0.0 && value.is_finite() => Ok(value),
+        _ => Err(format!("{name}: not a positive number: {text:?}")),
     }
 }
 
@@ -58,10 +152,7 @@ impl EdgeConfig {
     /// naming the variable.
     pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
         let get = |name: &str| get(name).filter(|value| !value.trim().is_empty());
-        let origin_url = get(ORIGIN_URL)
-            .unwrap_or_else(|| "http://127.0.0.1:8080".into())
-            .trim_end_matches('/')
-            .to_string();
+        let origin_url = value(&get, ORIGIN_URL).trim_end_matches('/').to_string();
         if !(origin_url.starts_with("http://") || origin_url.starts_with("https://")) {
             return Err(format!("{ORIGIN_URL}: must start with http:// or https://"));
         }
@@ -72,16 +163,46 @@ impl EdgeConfig {
         Ok(Self {
             origin_url,
             token_secret,
-            sold_out_ttl: millis(&get, "SOLDOUT_TTL_MS", 1_500)?,
-            sold_out_refresh: millis(&get, "SOLDOUT_REFRESH_MS", 1_000)?,
-            product_ttl: millis(&get, "PRODUCT_TTL_MS", 1_000)?,
-            product_stale: millis(&get, "PRODUCT_STALE_MS", 30_000)?,
-            origin_timeout: millis(&get, "ORIGIN_TIMEOUT_MS", 3_000)?,
+            sold_out_ttl: millis(&get, "SOLDOUT_TTL_MS")?,
+            sold_out_refresh: millis(&get, "SOLDOUT_REFRESH_MS")?,
+            product_ttl: millis(&get, "PRODUCT_TTL_MS")?,
+            product_stale: millis(&get, "PRODUCT_STALE_MS")?,
+            origin_timeout: millis(&get, "ORIGIN_TIMEOUT_MS")?,
             rate_limit: RateLimit {
-                burst: number(&get, "RATE_LIMIT_BURST", 5.0)? as u32,
-                per_second: number(&get, "RATE_LIMIT_PER_S", 2.0)?,
+                burst: number(&get, "RATE_LIMIT_BURST")? as u32,
+                per_second: number(&get, "RATE_LIMIT_PER_S")?,
+            },
+            gate_overbook: overbook(&get)?,
+            gate_reread: millis(&get, "GATE_REREAD_MS")?,
+            member_limits: match value(&get, "MEMBER_LIMITS").trim() {
+                "gate" => MemberLimits::Gate,
+                "isolate" => MemberLimits::Isolate,
+                other => return Err(format!("MEMBER_LIMITS: `gate` or `isolate`, not {other:?}")),
             },
         })
+    }
+
+    /// How the product's gate object keeps its book.
+    pub fn gate_settings(&self) -> GateSettings {
+        GateSettings {
+            overbook: self.gate_overbook,
+            reread_ms: self.gate_reread.as_millis() as u64,
+            correct_ms: 5_000,
+            // Past this every buy the isolate forwarded has been answered
+            // or has timed out.
+            holder_timeout_ms: self.origin_timeout.as_millis() as u64 + 5_000,
+            member_limit: (self.member_limits == MemberLimits::Gate).then_some(self.rate_limit),
+        }
+    }
+}
+
+fn overbook(get: &impl Fn(&str) -> Option<String>) -> Result<f64, String> {
+    let text = value(get, "GATE_OVERBOOK");
+    match text.trim().parse::<f64>() {
+        Ok(value) if value == 0.0 || (1.0..=100.0).contains(&value) => Ok(value),
+        _ => Err(format!(
+            "GATE_OVERBOOK: 0 (off) or a number from 1 to 100: {text:?}"
+        )),
     }
 }
 
@@ -114,6 +235,69 @@ mod tests {
         let err = config(&[(TOKEN_SECRET, "s"), (ORIGIN_URL, "ftp://x")]).unwrap_err();
         assert!(err.starts_with(ORIGIN_URL));
         assert!(config(&[(TOKEN_SECRET, "s"), ("RATE_LIMIT_PER_S", "0")]).is_err());
+    }
+
+    /// `NAME = "value"` lines of the `[vars]` table of the repository's
+    /// wrangler.toml.
+    fn wrangler_vars() -> Vec<(String, String)> {
+        let text = include_str!("../../wrangler.toml");
+        let mut in_vars = false;
+        let mut vars = Vec::new();
+        for line in text.lines().map(str::trim) {
+            if line.starts_with('[') {
+                in_vars = line == "[vars]";
+            } else if in_vars && !line.starts_with('#') {
+                if let Some((name, value)) = line.split_once('=') {
+                    let value = value.trim().trim_matches('"').to_string();
+                    vars.push((name.trim().to_string(), value));
+                }
+            }
+        }
+        vars
+    }
+
+    #[test]
+    fn wrangler_toml_sets_the_declared_defaults() {
+        let vars = wrangler_vars();
+        for (name, value) in &vars {
+            assert_eq!(
+                value,
+                default_of(name),
+                "wrangler.toml sets {name} to something other than its default in edge/src/config.rs"
+            );
+        }
+        for setting in SETTINGS {
+            assert!(
+                vars.iter().any(|(name, _)| name == setting.name),
+                "wrangler.toml's [vars] lacks {} = \"{}\"",
+                setting.name,
+                setting.default
+            );
+        }
+    }
+
+    #[test]
+    fn docs_list_every_setting_with_its_default() {
+        let docs = include_str!("../../docs/EDGE.md");
+        for setting in SETTINGS {
+            let row = format!(
+                "| `{}` | `{}` | {} |",
+                setting.name, setting.default, setting.meaning
+            );
+            assert!(
+                docs.lines().any(|line| line.trim() == row),
+                "docs/EDGE.md's settings table lacks this row:\n{row}"
+            );
+        }
+        let rows = docs
+            .lines()
+            .filter(|line| line.starts_with("| `") && line.contains("` | `"))
+            .count();
+        assert_eq!(
+            rows,
+            SETTINGS.len(),
+            "docs/EDGE.md lists settings the edge does not have"
+        );
     }
 
     #[test]

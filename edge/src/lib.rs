@@ -6,17 +6,21 @@
 //! short-lived copy of the product), members over the rate limit, and buys
 //! for products it knows are sold out (flags learnt from the origin's
 //! answers and its `/api/soldout` snapshot, expiring after
-//! `SOLDOUT_TTL_MS` so returned stock sells again within seconds). It
+//! `SOLDOUT_TTL_MS` so returned stock sells again within seconds), and buys
+//! beyond the admission gate's budget (about `stock_left × GATE_OVERBOOK`
+//! buys waiting on the origin, kept by a Durable Object per product). It
 //! serves the storefront's pages from the bundle, answers `/api/time`, and
 //! forwards everything else with a timeout. Every answer it gives itself
 //! carries `x-served-by: edge`.
 //!
 //! The decisions live in worker-free modules (`config`, `route`, `state`,
-//! `decide`) tested on the host with `cargo test -p seckill-edge`; `handler`
-//! and `origin` are the thin Workers glue.
+//! `decide`, `gate`) tested on the host with `cargo test -p seckill-edge`;
+//! `handler`, `admission` and `origin` are the thin Workers glue.
 
+pub mod admission;
 pub mod config;
 pub mod decide;
+pub mod gate;
 pub mod handler;
 pub mod origin;
 pub mod route;
@@ -29,7 +33,7 @@ use crate::config::EdgeConfig;
 use crate::decide::Refusal;
 
 #[event(fetch)]
-pub async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+pub async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
     let config = match EdgeConfig::from_vars(|name| handler::variable(&env, name)) {
         Ok(config) => config,
         Err(message) => {
@@ -37,5 +41,5 @@ pub async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
             return handler::edge_error(&Refusal::with_message(ErrorCode::Internal, message));
         }
     };
-    handler::handle(req, &env, &config).await
+    handler::handle(req, &env, &ctx, &config).await
 }

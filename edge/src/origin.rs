@@ -12,12 +12,42 @@ use worker::{AbortController, Delay, Fetch, Headers, Method, Request, RequestIni
 /// The origin could not be asked or did not answer in time.
 #[derive(Debug)]
 pub enum OriginDown {
-    /// No usable answer (refused, reset, or an answer the edge could not
-    /// read).
+    /// Nothing was carried out: the connection was refused, or the request
+    /// could not be built, or a read's answer could not be used.
     Unreachable(String),
+    /// The connection broke after the request may have gone out: the origin
+    /// may have carried it out.
+    Lost(String),
     /// The request went out and nothing came back within the deadline: the
     /// origin may have carried it out.
     TimedOut,
+}
+
+impl OriginDown {
+    /// True when the origin may have carried the request out, so a buy's
+    /// outcome is unknown rather than "nothing was reserved".
+    pub fn may_have_happened(&self) -> bool {
+        matches!(self, Self::Lost(_) | Self::TimedOut)
+    }
+}
+
+/// Classifies a failed fetch by workerd's message: only a connection that
+/// was never made proves the request was not sent.
+pub fn fetch_failure(message: String) -> OriginDown {
+    let lower = message.to_ascii_lowercase();
+    let never_connected = [
+        "connection refused",
+        "connect()",
+        "econnrefused",
+        "dns lookup",
+    ]
+    .iter()
+    .any(|sign| lower.contains(sign));
+    if never_connected {
+        OriginDown::Unreachable(message)
+    } else {
+        OriginDown::Lost(message)
+    }
 }
 
 pub struct OriginClient<'a> {
@@ -51,7 +81,7 @@ impl OriginClient<'_> {
         let timer = std::pin::pin!(Delay::from(self.timeout));
         match select(call, timer).await {
             Either::Left((Ok(response), _)) => Ok(response),
-            Either::Left((Err(err), _)) => Err(OriginDown::Unreachable(err.to_string())),
+            Either::Left((Err(err), _)) => Err(fetch_failure(err.to_string())),
             Either::Right(_) => {
                 controller.abort();
                 Err(OriginDown::TimedOut)
@@ -61,5 +91,27 @@ impl OriginClient<'_> {
 
     pub async fn get(&self, path: &str, headers: Headers) -> Result<Response, OriginDown> {
         self.send(Method::Get, path, headers, None).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_connection_never_made_proves_nothing_was_sent() {
+        for refused in [
+            "TypeError: Fetch failed: connect(): Connection refused",
+            "Error: ECONNREFUSED 127.0.0.1:9",
+        ] {
+            assert!(
+                !fetch_failure(refused.into()).may_have_happened(),
+                "{refused}"
+            );
+        }
+        for lost in ["Error: Network connection lost.", "internal error"] {
+            assert!(fetch_failure(lost.into()).may_have_happened(), "{lost}");
+        }
+        assert!(OriginDown::TimedOut.may_have_happened());
     }
 }

@@ -13,6 +13,7 @@ use seckill_shared::rate_limit::RateLimiter;
 use seckill_shared::{MemberId, ProductId};
 
 use crate::config::EdgeConfig;
+use crate::gate::GateQueue;
 
 /// Members tracked by the rate limiter before idle ones are forgotten.
 const RATE_LIMITED_MEMBERS: usize = 100_000;
@@ -32,11 +33,20 @@ pub struct EdgeState {
     products: HashMap<ProductId, ProductCopy>,
     sold_out_fetched_ms: Option<u64>,
     sold_out_version: u64,
+    /// Product reads out to the origin, by when they were sent.
+    product_reads: HashMap<ProductId, u64>,
+    /// This isolate, as the admission gate tells isolates apart.
+    holder: u64,
+    gates: HashMap<ProductId, GateQueue>,
 }
 
 impl EdgeState {
-    pub fn new(config: &EdgeConfig) -> Self {
+    /// `holder` is a random id for this isolate.
+    pub fn new(config: &EdgeConfig, holder: u64) -> Self {
         Self {
+            holder,
+            gates: HashMap::new(),
+            product_reads: HashMap::new(),
             sold_out: ExpiringFlags::new(config.sold_out_ttl.as_millis() as u64),
             rate_limiter: RateLimiter::new(config.rate_limit, RATE_LIMITED_MEMBERS),
             products: HashMap::new(),
@@ -87,6 +97,19 @@ impl EdgeState {
         }
     }
 
+    pub fn holder(&self) -> u64 {
+        self.holder
+    }
+
+    /// The product's queue for the admission gate.
+    pub fn gate(&mut self, product: ProductId) -> &mut GateQueue {
+        if self.gates.len() >= CACHED_PRODUCTS && !self.gates.contains_key(&product) {
+            // Only queues with nothing in them are dropped.
+            self.gates.retain(|_, queue| queue.has_work());
+        }
+        self.gates.entry(product).or_default()
+    }
+
     /// Takes one token of the member's bucket; false means `429`.
     pub fn allow(&mut self, member: MemberId, now_ms: u64) -> bool {
         self.rate_limiter.allow(member, now_ms)
@@ -104,6 +127,26 @@ impl EdgeState {
             .get(&product)
             .filter(|copy| now_ms.saturating_sub(copy.fetched_ms) < max_age_ms)
             .map(|copy| copy.view.clone())
+    }
+
+    /// True when this caller should read the product from the origin: no
+    /// read of it is out (or the one out is older than `timeout_ms`).
+    pub fn start_product_read(&mut self, product: ProductId, now_ms: u64, timeout_ms: u64) -> bool {
+        if self.product_reads.len() >= CACHED_PRODUCTS {
+            self.product_reads
+                .retain(|_, sent| now_ms.saturating_sub(*sent) < timeout_ms);
+        }
+        match self.product_reads.get(&product) {
+            Some(sent) if now_ms.saturating_sub(*sent) < timeout_ms => false,
+            _ => {
+                self.product_reads.insert(product, now_ms);
+                true
+            }
+        }
+    }
+
+    pub fn finish_product_read(&mut self, product: ProductId) {
+        self.product_reads.remove(&product);
     }
 
     pub fn remember_product(&mut self, product: ProductId, view: Option<ProductView>, now_ms: u64) {
@@ -162,7 +205,7 @@ mod tests {
 
     #[test]
     fn sold_out_flags_expire_after_their_ttl() {
-        let mut state = EdgeState::new(&config());
+        let mut state = EdgeState::new(&config(), 1);
         state.learn_sold_out(p(1), 10_000);
         assert!(state.is_sold_out(p(1), 10_999));
         assert!(
@@ -173,7 +216,7 @@ mod tests {
 
     #[test]
     fn snapshots_replace_flags_and_are_rate_limited() {
-        let mut state = EdgeState::new(&config());
+        let mut state = EdgeState::new(&config(), 1);
         assert!(state.sold_out_snapshot_due(0, 1_000));
         state.learn_sold_out(p(1), 0);
         state.sold_out_snapshot_started(0);
@@ -194,7 +237,7 @@ mod tests {
 
     #[test]
     fn a_snapshot_does_not_clear_a_newer_sold_out_answer() {
-        let mut state = EdgeState::new(&config());
+        let mut state = EdgeState::new(&config(), 1);
         state.sold_out_snapshot_started(0);
         // A buy learns p(3) is sold out while the snapshot is in flight.
         state.learn_sold_out(p(3), 40);
@@ -211,7 +254,7 @@ mod tests {
 
     #[test]
     fn product_copies_have_an_age() {
-        let mut state = EdgeState::new(&config());
+        let mut state = EdgeState::new(&config(), 1);
         state.remember_product(p(1), Some(view(1, false)), 1_000);
         state.remember_product(p(9), None, 1_000);
         assert!(state.product(p(1), 1_500, 1_000).unwrap().is_some());
@@ -228,15 +271,29 @@ mod tests {
     }
 
     #[test]
+    fn one_product_read_at_a_time() {
+        let mut state = EdgeState::new(&config(), 1);
+        assert!(state.start_product_read(p(1), 0, 3_000));
+        assert!(!state.start_product_read(p(1), 10, 3_000), "one is out");
+        assert!(state.start_product_read(p(2), 10, 3_000), "per product");
+        assert!(
+            state.start_product_read(p(1), 3_000, 3_000),
+            "a lost read is retried"
+        );
+        state.finish_product_read(p(1));
+        assert!(state.start_product_read(p(1), 3_001, 3_000));
+    }
+
+    #[test]
     fn a_sold_out_read_raises_the_flag() {
-        let mut state = EdgeState::new(&config());
+        let mut state = EdgeState::new(&config(), 1);
         state.remember_product(p(1), Some(view(1, true)), 0);
         assert!(state.is_sold_out(p(1), 1));
     }
 
     #[test]
     fn members_are_rate_limited() {
-        let mut state = EdgeState::new(&config());
+        let mut state = EdgeState::new(&config(), 1);
         let m = MemberId::new(5).unwrap();
         assert!(state.allow(m, 0));
         assert!(state.allow(m, 0));

@@ -10,6 +10,15 @@ use serde::{Deserialize, Serialize};
 use crate::error_code::ErrorCode;
 use crate::ids::{MemberId, OrderId, ProductId};
 
+/// The largest request body either side accepts: the contract's bodies are
+/// tiny JSON objects, so anything bigger is refused with `413
+/// payload_too_large` before it is buffered.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// `GET /api/soldout`'s `Cache-Control`: a CDN (or a browser) may keep the
+/// snapshot for a second, which is as fresh as the edges' own copy.
+pub const SOLDOUT_CACHE_CONTROL: &str = "public, max-age=1";
+
 /// Every error answer, from the edge or the origin.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

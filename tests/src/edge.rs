@@ -9,16 +9,31 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
-use crate::client::Api;
+use crate::client::{Api, Reply};
 use crate::paths::{test_output_dir, ScratchDir};
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The admission gate's objects, bound as the repository's wrangler.toml
+/// binds them.
+const GATE_BINDING: &str = "
+[[durable_objects.bindings]]
+name = \"ADMISSION_GATE\"
+class_name = \"AdmissionGate\"
+
+[[migrations]]
+tag = \"v1\"
+new_sqlite_classes = [\"AdmissionGate\"]
+";
+
 pub struct Edge {
     child: Option<Child>,
     url: String,
+    /// The worker's name, unique per test edge (wrangler dev's registry
+    /// finds another edge's objects by it).
+    name: String,
     _state: ScratchDir,
 }
 
@@ -26,6 +41,27 @@ impl Edge {
     /// Starts the edge forwarding to `origin_url`, with the test token
     /// secret and `vars` on top of `wrangler.toml`'s defaults.
     pub async fn start(label: &str, origin_url: &str, vars: &[(&str, &str)]) -> Self {
+        Self::launch(label, origin_url, vars, None).await
+    }
+
+    /// A second location: its own workerd, whose admission gate is `first`'s
+    /// objects, as every location shares one object per product on
+    /// Cloudflare (wrangler dev connects the two through its registry).
+    pub async fn start_sharing_gate(
+        label: &str,
+        origin_url: &str,
+        vars: &[(&str, &str)],
+        first: &Edge,
+    ) -> Self {
+        Self::launch(label, origin_url, vars, Some(&first.name)).await
+    }
+
+    async fn launch(
+        label: &str,
+        origin_url: &str,
+        vars: &[(&str, &str)],
+        gate_of: Option<&str>,
+    ) -> Self {
         let root = repo_root();
         let bundle = root.join("edge/build/index.js");
         let wrangler = root.join("node_modules/.bin/wrangler");
@@ -40,10 +76,17 @@ impl Edge {
         );
         let state = ScratchDir::new("edge");
         let config = state.path().join("wrangler.toml");
+        let name = format!("seckill-edge-test-{}", crate::unique_suffix());
+        let gate = match gate_of {
+            None => GATE_BINDING.to_string(),
+            Some(owner) => format!(
+                "\n[[durable_objects.bindings]]\nname = \"ADMISSION_GATE\"\nclass_name = \"AdmissionGate\"\nscript_name = \"{owner}\"\n"
+            ),
+        };
         std::fs::write(
             &config,
             format!(
-                "name = \"seckill-edge-test\"\nmain = \"{}\"\ncompatibility_date = \"2026-04-01\"\n",
+                "name = \"{name}\"\nmain = \"{}\"\ncompatibility_date = \"2026-04-01\"\n{gate}",
                 bundle.canonicalize().unwrap().display()
             ),
         )
@@ -87,6 +130,7 @@ impl Edge {
         let edge = Self {
             child: Some(child),
             url: format!("http://127.0.0.1:{port}"),
+            name,
             _state: state,
         };
         let api = edge.api();
@@ -136,4 +180,23 @@ impl Drop for Edge {
             }
         }
     }
+}
+
+/// Buys as a patient buyer does through the edge: after `503 sale_busy` it
+/// waits the answer's `Retry-After` and tries again, at most `tries` times;
+/// returns the last answer.
+pub async fn buy_patiently(api: &Api, product: i64, member: i64, tries: usize) -> Reply {
+    let mut reply = api.buy(product, member).await;
+    for _ in 1..tries {
+        if reply.error() != Some("sale_busy") {
+            break;
+        }
+        let wait_s: u64 = reply
+            .header("retry-after")
+            .and_then(|value| value.parse().ok())
+            .expect("sale_busy comes with Retry-After");
+        tokio::time::sleep(Duration::from_secs(wait_s)).await;
+        reply = api.buy(product, member).await;
+    }
+    reply
 }

@@ -10,8 +10,10 @@ use fantoccini::key::Key;
 use seckill_tests::browser::Browser;
 use seckill_tests::checks::{buy_all, orders};
 use seckill_tests::client::unix_now;
+use seckill_tests::proxy::TcpProxy;
 use seckill_tests::{
-    eventually, Backend, Origin, OriginOptions, RedisServer, Sale, TestDatabase, ADMIN_TOKEN,
+    eventually, AppSettings, Backend, Edge, Origin, OriginOptions, RedisServer, Sale, TestApp,
+    TestDatabase, ADMIN_TOKEN,
 };
 
 const SHORT: Duration = Duration::from_secs(10);
@@ -257,5 +259,91 @@ async fn the_operations_page_follows_a_sale_live() {
         .wait_text(&orders_cell, "100", Duration::from_secs(20))
         .await;
     browser.screenshot("rush-charted").await;
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_sale_makes_the_storefront_wait_and_retry_by_itself() {
+    let label = "browser_sale_busy";
+    let redis = RedisServer::start().await;
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    let app = TestApp::start(redis.url(), &db, AppSettings::new()).await;
+    let port: u16 = app.url().rsplit(':').next().unwrap().parse().unwrap();
+    let path = TcpProxy::start(port).await;
+    // One unresolved buy per unit left: a single slow buy fills the gate.
+    let edge = Edge::start(
+        label,
+        &path.http_url(),
+        &[
+            ("GATE_OVERBOOK", "1"),
+            ("ORIGIN_TIMEOUT_MS", "10000"),
+            // Only the buy crosses the slow path below.
+            ("PRODUCT_TTL_MS", "600000"),
+            ("SOLDOUT_REFRESH_MS", "600000"),
+        ],
+    )
+    .await;
+    let product = app.api().create_sale(&Sale::open(2)).await.product_id.get();
+    // Member 1 holds one unit; one is left.
+    assert_eq!(edge.api().buy(product, 1).await.status, 202);
+
+    let mut browser = Browser::open(label, 1280, 900).await;
+    browser
+        .goto(&format!("{}/?product={product}", edge.url()))
+        .await;
+    sign_in(&browser, 202).await;
+    browser.wait_enabled("#buy", SHORT).await;
+
+    // Member 1 tries again over a slow path: admitted, and unresolved for
+    // a few seconds (the origin will refuse it: already ordered).
+    let forwarded_before = app
+        .api()
+        .metric(
+            "http_requests_total",
+            &[("route", "/api/seckill/{product_id}/orders")],
+        )
+        .await;
+    path.set_delay(Duration::from_millis(1_500));
+    let held = tokio::spawn({
+        let api = edge.api();
+        async move { api.buy(product, 1).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    browser.click("#buy").await;
+    browser
+        .wait_text("#status", "The sale is busy", SHORT)
+        .await;
+    browser.screenshot("sale-busy").await;
+    assert!(
+        !browser.is_enabled("#buy").await,
+        "no second buy while waiting"
+    );
+    path.set_delay(Duration::ZERO);
+    assert_eq!(held.await.unwrap().error(), Some("already_ordered"));
+
+    // Without a click, the page tries again and gets the unit.
+    browser
+        .wait_for("#timeline li[data-step=queued]", Duration::from_secs(20))
+        .await;
+    browser.wait_text("#order-number", "#", SHORT).await;
+    browser.screenshot("bought-after-waiting").await;
+    let members: Vec<i64> = orders(&db.pool().await, product)
+        .await
+        .into_iter()
+        .map(|(_, member, _)| member)
+        .collect();
+    assert_eq!(members.iter().filter(|m| **m == 202).count(), 1);
+    let forwarded = app
+        .api()
+        .metric(
+            "http_requests_total",
+            &[("route", "/api/seckill/{product_id}/orders")],
+        )
+        .await
+        - forwarded_before;
+    assert_eq!(
+        forwarded, 2.0,
+        "member 1's retry and the page's one buy reached the origin; its busy answers did not"
+    );
     browser.close().await;
 }

@@ -13,8 +13,8 @@ use seckill_shared::ErrorCode;
 
 use super::error::ApiError;
 
-/// Request bodies are tiny JSON objects; anything bigger is refused early.
-pub const MAX_BODY_BYTES: usize = 16 * 1024;
+/// Shared with the edge, which refuses the same bodies before forwarding.
+pub use seckill_shared::api::MAX_BODY_BYTES;
 
 pub(super) async fn read_whole(request: Request, next: Next) -> Response {
     let (parts, body) = request.into_parts();
