@@ -421,8 +421,23 @@ async fn read_database(pool: &AnyPool, scope: &Scope) -> anyhow::Result<DbView> 
     )
     .fetch_all(pool)
     .await?;
+    // Only the reserve design relays and applies the change log; the
+    // sync-db baseline sells the row's stock as it stands.
+    let relayed = scope.redis.is_some();
     for (id, stock_total, stock_available) in products {
         if !in_scope(id) {
+            continue;
+        }
+        if !relayed {
+            view.products.insert(
+                id,
+                ProductRow {
+                    stock_total,
+                    stock_available,
+                    capacity: stock_total,
+                    change_in_flight: false,
+                },
+            );
             continue;
         }
         let mut capacity = None;

@@ -957,3 +957,74 @@ async fn reservations_after_redis_data_loss_never_reuse_numbers_in_flight() {
         );
     }
 }
+
+/// Redis lost an item, and the reload reading it from the database is
+/// slowed (someone holds a lock it needs) while one of its orders is
+/// cancelled. What it loads must describe one moment: before the fix it
+/// read the stock before the cancellation and the returned units after,
+/// so the unit counted neither as unsold nor as still to come back, and
+/// the member stayed held by a cancelled order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_reads_the_database_as_of_one_moment() {
+    use sqlx::{Connection, Executor};
+    let redis = RedisServer::start().await;
+    let db = TestDatabase::create(Backend::Postgres).await;
+    let origin = TestApp::start(
+        redis.url(),
+        &db,
+        AppSettings::new()
+            .set("SECKILL_PAY_TIMEOUT_S", 2)
+            .set("SECKILL_CANCEL_POLL_MS", 100)
+            .set("SECKILL_CANCEL_LEASE_MS", 500)
+            .set("SECKILL_SWEEP_INTERVAL_S", 1)
+            .set("SECKILL_PRODUCT_CACHE_MS", 0)
+            .set("SECKILL_SOLDOUT_CHECK_MS", 0)
+            .set("SECKILL_RECONCILE_INTERVAL_S", 0),
+    )
+    .await;
+    let api = origin.api();
+    let pool = db.pool().await;
+    let product = api.create_sale(&Sale::open(5)).await.product_id.get();
+    assert_eq!(buy_all(&api, product, [1]).await, vec![1]);
+    wait_for_orders(&pool, product, 1).await;
+
+    // The reload's later reads wait on this lock; the cancellation does not.
+    let mut lock = sqlx::postgres::PgConnection::connect(db.url())
+        .await
+        .unwrap();
+    lock.execute("BEGIN").await.unwrap();
+    lock.execute("LOCK TABLE rejected_reservations IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    flush(&redis).await;
+    let reading = {
+        let api = api.clone();
+        tokio::spawn(async move { api.product(product).await })
+    };
+    eventually(
+        Duration::from_secs(15),
+        "the sweep to cancel the order",
+        || {
+            let pool = pool.clone();
+            async move { (by_status(&pool, product).await == (0, 0, 1)).then_some(()) }
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    lock.execute("COMMIT").await.unwrap();
+    reading.await.unwrap();
+
+    let mut conn = redis.connection().await;
+    eventually(Duration::from_secs(10), "the unit back in redis", || {
+        let mut conn = conn.clone();
+        async move { (redis_stock(&mut conn, product).await == 5).then_some(()) }
+    })
+    .await;
+    let state: Option<String> = conn.hget(keys().members(pid(product)), 1).await.unwrap();
+    assert!(
+        state.as_deref().is_none_or(|s| s.starts_with("c:")),
+        "the member is freed: {state:?}"
+    );
+    assert_invariants(&redis, &db, &[product], &[(product, 1)]).await;
+    assert_eq!(api.buy(product, 1).await.status, 202, "and may buy again");
+}

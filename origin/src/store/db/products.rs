@@ -142,11 +142,16 @@ pub async fn not_ended(db: &Database, now_s: i64) -> StoreResult<Vec<ProductRow>
 }
 
 /// What Redis needs to rebuild an item it lost, from what the database
-/// knows: the members holding a live order, the highest reservation number
-/// used, the reservations whose unit already went back (cancelled orders,
-/// rejected reservations), and the unpaid orders' deadlines.
+/// knows: its unsold stock, the members holding a live order, the highest
+/// reservation number used, the reservations whose unit already went back
+/// (cancelled orders, rejected reservations), and the unpaid orders'
+/// deadlines. All read from one snapshot: a cancellation committed between
+/// two of the reads would otherwise leave the unit counted neither in the
+/// stock nor as still to come back (and its member held).
 #[derive(Debug, Default)]
 pub struct LiveOrders {
+    /// `None`: the row is gone.
+    pub stock_available: Option<i64>,
     pub member_orders: Vec<(i64, i64)>,
     pub max_seq: i64,
     pub returned: Vec<i64>,
@@ -155,28 +160,50 @@ pub struct LiveOrders {
 }
 
 pub async fn live_orders(db: &Database, product: ProductId) -> StoreResult<LiveOrders> {
+    let mut tx = db.begin().await?;
+    if db.backend() == super::Backend::Postgres {
+        // One snapshot for every read below (SQLite's transaction is one).
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            .execute(&mut *tx)
+            .await?;
+    }
+    let stock: Option<(i64,)> =
+        sqlx::query_as("SELECT stock_available FROM products WHERE id = $1")
+            .bind(product.get())
+            .fetch_optional(&mut *tx)
+            .await?;
     let rows: Vec<AnyRow> = sqlx::query(
         "SELECT member_id, id FROM orders WHERE product_id = $1 AND status <> 'cancelled'",
     )
     .bind(product.get())
-    .fetch_all(&db.pool)
+    .fetch_all(&mut *tx)
     .await?;
     let member_orders = rows
         .iter()
         .map(|row| Ok((row.try_get::<i64, _>(0)?, row.try_get::<i64, _>(1)?)))
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
-    Ok(LiveOrders {
+    let live = LiveOrders {
+        stock_available: stock.map(|(s,)| s),
         member_orders,
-        max_seq: max_reservation_seq(db, product).await?,
-        returned: super::orders::returned_seqs(db, product).await?,
-        unpaid_deadlines: super::orders::unpaid_deadlines(db, product).await?,
-    })
+        max_seq: max_seq_in(&mut *tx, product).await?,
+        returned: super::orders::returned_seqs(&mut *tx, product).await?,
+        unpaid_deadlines: super::orders::unpaid_deadlines(&mut *tx, product).await?,
+    };
+    tx.commit().await?;
+    Ok(live)
 }
 
 /// The highest reservation number the database has seen for the product,
 /// in an order or a rejection: Redis must never hand out one at or below it
 /// again.
 pub async fn max_reservation_seq(db: &Database, product: ProductId) -> StoreResult<i64> {
+    max_seq_in(&db.pool, product).await
+}
+
+async fn max_seq_in<'e>(
+    executor: impl sqlx::Executor<'e, Database = Any>,
+    product: ProductId,
+) -> StoreResult<i64> {
     let (max_seq,): (i64,) = sqlx::query_as(
         "SELECT COALESCE(MAX(seq), 0) FROM (\
            SELECT MAX(reservation_seq) AS seq FROM orders WHERE product_id = $1 \
@@ -184,7 +211,7 @@ pub async fn max_reservation_seq(db: &Database, product: ProductId) -> StoreResu
          ) AS used",
     )
     .bind(product.get())
-    .fetch_one(&db.pool)
+    .fetch_one(executor)
     .await?;
     Ok(max_seq)
 }

@@ -253,7 +253,12 @@ impl Stock {
         }
         call.arg(mode.as_arg())
             .arg(row.revision)
-            .arg(script_integer(row.stock_available))
+            // The snapshot's stock when the item is loaded from the
+            // database (it matches the members and returned units read
+            // with it), else the row's.
+            .arg(script_integer(
+                live.stock_available.unwrap_or(row.stock_available),
+            ))
             .arg(row.starts_at)
             .arg(row.ends_at)
             .arg(row.flash_price_cents)
