@@ -98,7 +98,7 @@ async fn answer(
     config: &EdgeConfig,
     request_id: &str,
 ) -> Result<Response> {
-    match route::route(req.method().as_ref(), &req.path()) {
+    match route::route(&req.inner().method(), &req.path()) {
         Route::Buy(product) => buy(req, env, ctx, config, product, request_id).await,
         Route::Result(_) | Route::Order(_) => {
             let now_s = now_ms() / 1_000;
@@ -116,7 +116,11 @@ async fn answer(
             ErrorCode::BadRequest,
             format!("{id:?} is not a valid id (a positive whole number)"),
         )),
-        Route::WrongMethod => edge_error(&Refusal::new(ErrorCode::MethodNotAllowed)),
+        Route::WrongMethod { allow } => {
+            let mut response = edge_error(&Refusal::new(ErrorCode::MethodNotAllowed))?;
+            response.headers_mut().set("allow", allow)?;
+            Ok(response)
+        }
         Route::NotFound => edge_error(&Refusal::new(ErrorCode::NotFound)),
     }
 }

@@ -18,54 +18,69 @@ pub enum Route {
     Page(String),
     /// A known path with a malformed id.
     BadId(String),
-    /// A known path with the wrong method.
-    WrongMethod,
+    /// A known path with the wrong method: `405` with `Allow`.
+    WrongMethod {
+        allow: &'static str,
+    },
     /// Nothing of the contract lives here.
     NotFound,
 }
 
-/// Routes a request; `method` is upper case.
+const GET: &str = "GET, HEAD";
+const POST: &str = "POST";
+
+/// Routes a request by its method as sent (any case; the Workers runtime
+/// would read a method it does not know, such as `QUERY`, as `GET`) and
+/// its path.
 pub fn route(method: &str, path: &str) -> Route {
+    let method = method.to_ascii_uppercase();
+    let method = method.as_str();
+    let allows = |allow: &'static str| allow.split(", ").any(|m| m == method);
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let get = method == "GET" || method == "HEAD";
-    let post = method == "POST";
     match segments.as_slice() {
-        ["api", "seckill", id, "orders"] => with_id(id, post, Route::Buy),
-        ["api", "seckill", id, "result"] => with_id(id, get, Route::Result),
-        ["api", "products", id] => with_id(id, get, Route::Product),
-        ["api", "orders", id] => with_order(id, get),
-        ["api", "orders", id, "pay"] => with_order(id, post),
-        ["api", "soldout"] => only(get, Route::SoldOut),
-        ["api", "time"] => only(get, Route::Time),
-        ["api", "session"] => only(post, Route::Forward),
-        ["api", "openapi.json"] => only(get, Route::Forward),
+        ["api", "seckill", id, "orders"] => with_id(id, allows(POST), POST, Route::Buy),
+        ["api", "seckill", id, "result"] => with_id(id, allows(GET), GET, Route::Result),
+        ["api", "products", id] => with_id(id, allows(GET), GET, Route::Product),
+        ["api", "orders", id] => with_order(id, allows(GET), GET),
+        ["api", "orders", id, "pay"] => with_order(id, allows(POST), POST),
+        ["api", "soldout"] => only(allows(GET), GET, Route::SoldOut),
+        ["api", "time"] => only(allows(GET), GET, Route::Time),
+        ["api", "session"] => only(allows(POST), POST, Route::Forward),
+        ["api", "openapi.json"] => only(allows(GET), GET, Route::Forward),
         ["api", ..] => Route::NotFound,
-        ["admin", ..] | ["healthz"] | ["readyz"] | ["metrics"] => Route::Forward,
-        _ if get && seckill_shared::assets::lookup(path).is_some() => Route::Page(path.to_string()),
+        // The origin answers these, its 405s included; a method it could
+        // not be sent faithfully is refused here.
+        ["admin", ..] | ["healthz"] | ["readyz"] | ["metrics"] => {
+            const FORWARDABLE: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+            only(allows(FORWARDABLE), FORWARDABLE, Route::Forward)
+        }
+        _ if allows(GET) && seckill_shared::assets::lookup(path).is_some() => {
+            Route::Page(path.to_string())
+        }
         _ => Route::NotFound,
     }
 }
 
-fn only(allowed: bool, route: Route) -> Route {
+fn only(allowed: bool, allow: &'static str, route: Route) -> Route {
     if allowed {
         route
     } else {
-        Route::WrongMethod
+        Route::WrongMethod { allow }
     }
 }
 
-fn with_id(id: &str, allowed: bool, make: fn(ProductId) -> Route) -> Route {
+fn with_id(id: &str, allowed: bool, allow: &'static str, make: fn(ProductId) -> Route) -> Route {
     match id.parse::<ProductId>() {
         Err(_) => Route::BadId(id.to_string()),
-        Ok(_) if !allowed => Route::WrongMethod,
+        Ok(_) if !allowed => Route::WrongMethod { allow },
         Ok(product) => make(product),
     }
 }
 
-fn with_order(id: &str, allowed: bool) -> Route {
+fn with_order(id: &str, allowed: bool, allow: &'static str) -> Route {
     match id.parse::<OrderId>() {
         Err(_) => Route::BadId(id.to_string()),
-        Ok(_) if !allowed => Route::WrongMethod,
+        Ok(_) if !allowed => Route::WrongMethod { allow },
         Ok(order) => Route::Order(order),
     }
 }
@@ -114,8 +129,24 @@ mod tests {
             route("GET", "/api/products/99999999999999999999"),
             Route::BadId(_)
         ));
-        assert_eq!(route("GET", "/api/seckill/7/orders"), Route::WrongMethod);
-        assert_eq!(route("DELETE", "/api/time"), Route::WrongMethod);
+        assert_eq!(
+            route("GET", "/api/seckill/7/orders"),
+            Route::WrongMethod { allow: "POST" }
+        );
+        assert_eq!(
+            route("DELETE", "/api/time"),
+            Route::WrongMethod { allow: "GET, HEAD" }
+        );
+        // A method the runtime does not know is not taken for GET.
+        assert_eq!(
+            route("QUERY", "/api/time"),
+            Route::WrongMethod { allow: "GET, HEAD" }
+        );
+        assert!(matches!(
+            route("QUERY", "/admin/products"),
+            Route::WrongMethod { .. }
+        ));
+        assert_eq!(route("get", "/api/time"), Route::Time);
         assert_eq!(route("GET", "/api/nothing"), Route::NotFound);
         assert_eq!(route("GET", "/nothing.html"), Route::NotFound);
         assert_eq!(route("POST", "/"), Route::NotFound);
