@@ -353,6 +353,17 @@ async fn read_redis<C: redis::aio::ConnectionLike + Send + Sync>(
     Ok(view)
 }
 
+/// A change-log row: product, op, old and new stock total, stock applied,
+/// relayed at (ms).
+type ChangeRow = (
+    i64,
+    String,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+);
+
 #[derive(Debug)]
 struct ProductRow {
     stock_total: i64,
@@ -408,14 +419,7 @@ async fn read_database(pool: &AnyPool, scope: &Scope) -> anyhow::Result<DbView> 
         sqlx::query_as("SELECT id, stock_total, stock_available FROM products")
             .fetch_all(pool)
             .await?;
-    let changes: Vec<(
-        i64,
-        String,
-        Option<i64>,
-        Option<i64>,
-        Option<i64>,
-        Option<i64>,
-    )> = sqlx::query_as(
+    let changes: Vec<ChangeRow> = sqlx::query_as(
         "SELECT product_id, op, old_stock_total, new_stock_total, stock_applied, relayed_at_ms \
              FROM product_changes ORDER BY id",
     )
