@@ -17,7 +17,7 @@ use redis::{Cmd, Pipeline, RedisFuture, Value};
 
 use crate::app::AppSettings;
 use crate::paths::ScratchDir;
-use crate::redis_server::RedisServer;
+use crate::redis_server::{require_redis_tool, RedisServer};
 
 /// How long a primary may be silent before the others fail it over (ms).
 pub const NODE_TIMEOUT_MS: u64 = 1_000;
@@ -33,20 +33,6 @@ struct Node {
 pub struct RedisCluster {
     nodes: Vec<Node>,
     dir: ScratchDir,
-}
-
-fn require(binary: &str) {
-    let found = Command::new(binary)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    assert!(
-        found,
-        "{binary} is not installed: install it with `apt-get install redis-server` \
-         (redis-tools; scripts/test does this when run as root)"
-    );
 }
 
 /// A free port whose cluster bus port (port + 10000) is free too.
@@ -67,8 +53,8 @@ impl RedisCluster {
     /// replica, and waits until every node says `cluster_state:ok` and
     /// every replica is in sync.
     pub async fn start() -> Self {
-        require("redis-server");
-        require("redis-cli");
+        require_redis_tool("redis-server");
+        require_redis_tool("redis-cli");
         let dir = ScratchDir::new("redis-cluster");
         let mut ports = Vec::new();
         for _ in 0..NODES {

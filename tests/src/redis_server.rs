@@ -22,8 +22,9 @@ pub enum Persistence {
     AofAlways,
 }
 
-fn redis_server_binary() -> String {
-    let found = Command::new("redis-server")
+/// Panics, saying how to install it, when a Redis tool is not on the PATH.
+pub(crate) fn require_redis_tool(binary: &str) {
+    let found = Command::new(binary)
         .arg("--version")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -31,10 +32,9 @@ fn redis_server_binary() -> String {
         .is_ok();
     assert!(
         found,
-        "redis-server is not installed: install it with `apt-get install redis-server` \
-         (scripts/test does this when run as root)"
+        "{binary} is not installed: install it with `apt-get install redis-server` \
+         (redis-tools; scripts/test does this when run as root)"
     );
-    "redis-server".to_string()
 }
 
 impl RedisServer {
@@ -54,7 +54,8 @@ impl RedisServer {
     }
 
     async fn spawn(&mut self) {
-        let mut command = Command::new(redis_server_binary());
+        require_redis_tool("redis-server");
+        let mut command = Command::new("redis-server");
         command
             .arg("--port")
             .arg(self.port.to_string())

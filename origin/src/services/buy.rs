@@ -152,20 +152,12 @@ impl Buying {
                 self.sold_out.note(product);
                 Err(Refusal::SoldOut.into())
             }
-            ReserveOutcome::Unreplicated { acked } => {
-                tracing::warn!(
-                    product = product.get(),
-                    member = member.get(),
+            // Logged once, with its cause, where the answer is made.
+            ReserveOutcome::Unreplicated { wanted, acked } => {
+                Err(BuyError::OutcomeUnknown(StoreError::Unreplicated {
+                    wanted,
                     acked,
-                    "reservation made but not confirmed by enough replicas"
-                );
-                Err(BuyError::OutcomeUnknown(
-                    redis::RedisError::from((
-                        redis::ErrorKind::Io,
-                        "too few replicas confirmed the reservation",
-                    ))
-                    .into(),
-                ))
+                }))
             }
             ReserveOutcome::AlreadyOrdered => Err(Refusal::AlreadyOrdered.into()),
             ReserveOutcome::NotStarted => Err(Refusal::NotStarted.into()),

@@ -22,6 +22,10 @@ pub enum StoreError {
     /// answered, it is not taking this work now.
     #[error("no database connection")]
     DatabaseUnreachable(#[source] sqlx::Error),
+    /// The write was made on the primary, but fewer of its replicas than
+    /// required confirmed it in time: a failover now could lose it.
+    #[error("{acked} of {wanted} replicas confirmed the write in time")]
+    Unreplicated { wanted: u16, acked: u16 },
 }
 
 impl StoreError {
@@ -32,6 +36,7 @@ impl StoreError {
             Self::Redis(err) => redis::is_transient(err),
             Self::Database(err) => db::is_transient(err),
             Self::DatabaseUnreachable(_) => true,
+            Self::Unreplicated { .. } => true,
         }
     }
 
@@ -40,6 +45,7 @@ impl StoreError {
     pub fn outcome_may_be_unknown(&self) -> bool {
         match self {
             Self::Redis(err) => redis::may_have_run(err),
+            Self::Unreplicated { .. } => true,
             _ => false,
         }
     }

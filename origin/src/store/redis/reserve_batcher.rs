@@ -215,9 +215,10 @@ async fn confirm_replicated(
             0
         });
     if acked < i64::from(wanted) {
+        let acked = u16::try_from(acked.max(0)).unwrap_or(0);
         for outcome in outcomes.iter_mut() {
             if matches!(outcome, ReserveOutcome::Queued { .. }) {
-                *outcome = ReserveOutcome::Unreplicated { acked };
+                *outcome = ReserveOutcome::Unreplicated { wanted, acked };
             }
         }
     }

@@ -44,7 +44,8 @@ pub enum ReserveOutcome {
     /// `SECKILL_REDIS_REPLICA_ACKS` confirmed it in time: a failover now
     /// could lose it, so the buyer cannot be promised it.
     Unreplicated {
-        acked: i64,
+        wanted: u16,
+        acked: u16,
     },
     SoldOut,
     AlreadyOrdered,
