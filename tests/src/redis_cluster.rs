@@ -290,6 +290,40 @@ impl RedisCluster {
         self.wait_until_healthy().await;
     }
 
+    /// Makes the node on `port` tell clients (in `CLUSTER SLOTS`, redirects
+    /// and gossip) to reach it on `announced` instead: a proxy there puts a
+    /// cuttable path between a client and that node. Clients that connect
+    /// afterwards use it once every live node lists it.
+    pub async fn announce_port(&self, port: u16, announced: u16) {
+        let mut conn = node_connection(port).await.expect("connect to the node");
+        let () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("cluster-announce-port")
+            .arg(announced)
+            .query_async(&mut conn)
+            .await
+            .expect("CONFIG SET cluster-announce-port");
+        let listed = format!("127.0.0.1:{announced}@");
+        let ports = self.live_ports();
+        crate::eventually(
+            Duration::from_secs(10),
+            "every node to list the announced port",
+            || {
+                let (ports, listed) = (ports.clone(), listed.clone());
+                async move {
+                    for port in ports {
+                        let nodes = node_info(port, "CLUSTER", Some("NODES")).await?;
+                        if !nodes.contains(&listed) {
+                            return None;
+                        }
+                    }
+                    Some(())
+                }
+            },
+        )
+        .await;
+    }
+
     /// The port of the primary that owns `slot` now.
     pub async fn primary_of_slot(&self, slot: u16) -> u16 {
         self.primaries()
