@@ -65,3 +65,31 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// One test per setup of a suite written once as `async fn suite(args)`:
+///
+/// ```text
+/// variants!(exact_sell_out {
+///     sqlite: (Backend::Sqlite, RedisBackend::Single),
+///     postgres_on_a_cluster: (Backend::Postgres, RedisBackend::Cluster),
+/// });
+/// ```
+///
+/// makes the tests `exact_sell_out::sqlite` and
+/// `exact_sell_out::postgres_on_a_cluster`, each on a two-thread runtime
+/// like every other test here.
+#[macro_export]
+macro_rules! variants {
+    ($suite:ident { $($variant:ident: ($($arg:expr),* $(,)?)),+ $(,)? }) => {
+        mod $suite {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $variant() {
+                    super::$suite($($arg),*).await;
+                }
+            )+
+        }
+    };
+}

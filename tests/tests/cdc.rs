@@ -11,6 +11,7 @@ use reqwest::Method;
 use seckill_tests::checks::{
     buy_all, keys, orders, pid, reconcile, redis_stock, rush, sql, stock_available, wait_for_orders,
 };
+use seckill_tests::variants;
 use seckill_tests::{
     eventually, Api, AppSettings, Backend, Origin, OriginOptions, RedisBackend, RedisServer, Sale,
     TestApp, TestDatabase, TestRedis, TestWorker, ADMIN_TOKEN,
@@ -138,20 +139,11 @@ async fn edits_reach_every_origin(backend: Backend, redis: RedisBackend) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn edits_reach_every_origin_sqlite() {
-    edits_reach_every_origin(Backend::Sqlite, RedisBackend::Single).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn edits_reach_every_origin_postgres() {
-    edits_reach_every_origin(Backend::Postgres, RedisBackend::Single).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn edits_reach_every_origin_postgres_on_a_cluster() {
-    edits_reach_every_origin(Backend::Postgres, RedisBackend::Cluster).await;
-}
+variants!(edits_reach_every_origin {
+    sqlite: (Backend::Sqlite, RedisBackend::Single),
+    postgres: (Backend::Postgres, RedisBackend::Single),
+    postgres_on_a_cluster: (Backend::Postgres, RedisBackend::Cluster),
+});
 
 async fn stock_added_with_sql_sells_again_without_oversell(backend: Backend) {
     let redis = RedisServer::start().await;
@@ -211,15 +203,10 @@ async fn stock_added_with_sql_sells_again_without_oversell(backend: Backend) {
     assert_eq!(stock_available(&pool, product).await, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stock_added_with_sql_sells_again_without_oversell_sqlite() {
-    stock_added_with_sql_sells_again_without_oversell(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stock_added_with_sql_sells_again_without_oversell_postgres() {
-    stock_added_with_sql_sells_again_without_oversell(Backend::Postgres).await;
-}
+variants!(stock_added_with_sql_sells_again_without_oversell {
+    sqlite: (Backend::Sqlite),
+    postgres: (Backend::Postgres),
+});
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removing_stock_never_takes_reserved_units() {

@@ -13,6 +13,7 @@ use seckill_shared::api::ResultStatus;
 use seckill_tests::checks::{keys, pid, rush, sold_out_refusals};
 use seckill_tests::client::unix_now;
 use seckill_tests::redis_server::Persistence;
+use seckill_tests::variants;
 use seckill_tests::{
     eventually, Api, AppSettings, Backend, Origin, OriginOptions, RedisBackend, RedisServer, Sale,
     TestApp, TestDatabase, TestRedis,
@@ -99,20 +100,11 @@ async fn exact_sell_out(backend: Backend, redis: RedisBackend) {
     assert_eq!(api.result(product, loser).await.status, ResultStatus::None);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exact_sell_out_sqlite() {
-    exact_sell_out(Backend::Sqlite, RedisBackend::Single).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exact_sell_out_postgres() {
-    exact_sell_out(Backend::Postgres, RedisBackend::Single).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exact_sell_out_postgres_on_a_cluster() {
-    exact_sell_out(Backend::Postgres, RedisBackend::Cluster).await;
-}
+variants!(exact_sell_out {
+    sqlite: (Backend::Sqlite, RedisBackend::Single),
+    postgres: (Backend::Postgres, RedisBackend::Single),
+    postgres_on_a_cluster: (Backend::Postgres, RedisBackend::Cluster),
+});
 
 async fn sold_out_buys_are_answered_without_redis(redis: RedisBackend) {
     let redis = TestRedis::start(redis).await;
@@ -151,15 +143,10 @@ async fn sold_out_buys_are_answered_without_redis(redis: RedisBackend) {
     assert!(snapshot.body["version"].as_u64().unwrap() >= 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sold_out_buys_are_answered_without_redis_single() {
-    sold_out_buys_are_answered_without_redis(RedisBackend::Single).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sold_out_buys_are_answered_without_redis_on_a_cluster() {
-    sold_out_buys_are_answered_without_redis(RedisBackend::Cluster).await;
-}
+variants!(sold_out_buys_are_answered_without_redis {
+    single: (RedisBackend::Single),
+    on_a_cluster: (RedisBackend::Cluster),
+});
 
 async fn restart_keeps_live_stock(backend: Backend) {
     let redis = RedisServer::start().await;
@@ -227,15 +214,10 @@ async fn restart_keeps_live_stock(backend: Backend) {
     assert_eq!(fourth.api().product(product).await.stock_left, 10);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restart_keeps_live_stock_sqlite() {
-    restart_keeps_live_stock(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restart_keeps_live_stock_postgres() {
-    restart_keeps_live_stock(Backend::Postgres).await;
-}
+variants!(restart_keeps_live_stock {
+    sqlite: (Backend::Sqlite),
+    postgres: (Backend::Postgres),
+});
 
 /// One malformed request: method, path, bearer token, JSON body, and the
 /// status and error code the contract promises for it.
@@ -490,15 +472,10 @@ async fn buys_outside_the_sale_window_are_refused(redis: RedisBackend) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn buys_outside_the_sale_window_are_refused_single() {
-    buys_outside_the_sale_window_are_refused(RedisBackend::Single).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn buys_outside_the_sale_window_are_refused_on_a_cluster() {
-    buys_outside_the_sale_window_are_refused(RedisBackend::Cluster).await;
-}
+variants!(buys_outside_the_sale_window_are_refused {
+    single: (RedisBackend::Single),
+    on_a_cluster: (RedisBackend::Cluster),
+});
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_means_503_and_nothing_reserved() {

@@ -15,6 +15,7 @@ use seckill_tests::checks::{
 };
 use seckill_tests::client::{unix_now_ms, Api};
 use seckill_tests::proxy::TcpProxy;
+use seckill_tests::variants;
 use seckill_tests::{
     eventually, AppSettings, Backend, Origin, OriginOptions, RedisBackend, RedisServer, Sale,
     TestApp, TestDatabase, TestRedis,
@@ -161,15 +162,10 @@ async fn pay_races_the_deadline(backend: Backend) {
     assert_invariants(&redis, &db, &[product], &accepted).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pay_races_the_deadline_sqlite() {
-    pay_races_the_deadline(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pay_races_the_deadline_postgres() {
-    pay_races_the_deadline(Backend::Postgres).await;
-}
+variants!(pay_races_the_deadline {
+    sqlite: (Backend::Sqlite),
+    postgres: (Backend::Postgres),
+});
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unpaid_orders_are_cancelled_on_time_and_paid_ones_never() {
@@ -320,15 +316,10 @@ async fn sold_out_flags_follow_across_three_origins(redis: RedisBackend) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sold_out_flags_follow_across_three_origins_single() {
-    sold_out_flags_follow_across_three_origins(RedisBackend::Single).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sold_out_flags_follow_across_three_origins_on_a_cluster() {
-    sold_out_flags_follow_across_three_origins(RedisBackend::Cluster).await;
-}
+variants!(sold_out_flags_follow_across_three_origins {
+    single: (RedisBackend::Single),
+    on_a_cluster: (RedisBackend::Cluster),
+});
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cut_off_from_redis_catches_up_on_flags() {
@@ -468,12 +459,7 @@ async fn killed_poller_claims_are_retried(backend: Backend) {
     assert_eq!(left, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_poller_claims_are_retried_postgres() {
-    killed_poller_claims_are_retried(Backend::Postgres).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_poller_claims_are_retried_sqlite() {
-    killed_poller_claims_are_retried(Backend::Sqlite).await;
-}
+variants!(killed_poller_claims_are_retried {
+    postgres: (Backend::Postgres),
+    sqlite: (Backend::Sqlite),
+});

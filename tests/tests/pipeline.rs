@@ -15,6 +15,7 @@ use seckill_tests::checks::{
     wait_for_orders,
 };
 use seckill_tests::redis_server::Persistence;
+use seckill_tests::variants;
 use seckill_tests::{
     eventually, AppSettings, Backend, Origin, OriginOptions, RedisBackend, RedisServer, Sale,
     TestApp, TestDatabase, TestRedis, TestWorker,
@@ -84,20 +85,11 @@ async fn thousand_reservations_become_thousand_orders(backend: Backend, redis: R
     assert_invariants(&redis, &db, &[product], &accepted).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn thousand_reservations_become_thousand_orders_sqlite() {
-    thousand_reservations_become_thousand_orders(Backend::Sqlite, RedisBackend::Single).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn thousand_reservations_become_thousand_orders_postgres() {
-    thousand_reservations_become_thousand_orders(Backend::Postgres, RedisBackend::Single).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn thousand_reservations_become_thousand_orders_postgres_on_a_cluster() {
-    thousand_reservations_become_thousand_orders(Backend::Postgres, RedisBackend::Cluster).await;
-}
+variants!(thousand_reservations_become_thousand_orders {
+    sqlite: (Backend::Sqlite, RedisBackend::Single),
+    postgres: (Backend::Postgres, RedisBackend::Single),
+    postgres_on_a_cluster: (Backend::Postgres, RedisBackend::Cluster),
+});
 
 async fn killed_worker_loses_nothing(backend: Backend) {
     let label = "pipeline_killed_worker";
@@ -157,15 +149,10 @@ async fn killed_worker_loses_nothing(backend: Backend) {
     assert_invariants(&redis, &db, &[product], &accepted).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_worker_loses_nothing_sqlite() {
-    killed_worker_loses_nothing(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_worker_loses_nothing_postgres() {
-    killed_worker_loses_nothing(Backend::Postgres).await;
-}
+variants!(killed_worker_loses_nothing {
+    sqlite: (Backend::Sqlite),
+    postgres: (Backend::Postgres),
+});
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicated_and_replayed_messages_make_one_order() {
@@ -292,15 +279,10 @@ async fn database_outage_during_a_burst(backend: Backend) {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn database_outage_during_a_burst_postgres() {
-    database_outage_during_a_burst(Backend::Postgres).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn database_outage_during_a_burst_sqlite() {
-    database_outage_during_a_burst(Backend::Sqlite).await;
-}
+variants!(database_outage_during_a_burst {
+    postgres: (Backend::Postgres),
+    sqlite: (Backend::Sqlite),
+});
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_messages_are_dead_lettered_and_their_stock_returned_once() {

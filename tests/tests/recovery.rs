@@ -12,6 +12,7 @@ use seckill_tests::checks::{
     assert_invariants, buy_all, deadlines_from, group, keys, orders, pid, reconcile, redis_stock,
     sql, stock_available, wait_for_orders,
 };
+use seckill_tests::variants;
 use seckill_tests::{
     eventually, AppSettings, Backend, RedisServer, Sale, TestApp, TestDatabase, TestWorker,
     ADMIN_TOKEN,
@@ -128,15 +129,10 @@ async fn redis_data_loss_rebuilds_what_the_database_knows(backend: Backend) {
     assert_invariants(&redis, &db, &[cancelled, product], &accepted).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_data_loss_rebuilds_what_the_database_knows_sqlite() {
-    redis_data_loss_rebuilds_what_the_database_knows(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_data_loss_rebuilds_what_the_database_knows_postgres() {
-    redis_data_loss_rebuilds_what_the_database_knows(Backend::Postgres).await;
-}
+variants!(redis_data_loss_rebuilds_what_the_database_knows {
+    sqlite: (Backend::Sqlite),
+    postgres: (Backend::Postgres),
+});
 
 /// An order committed in the second that `appendfsync everysec` lost: the
 /// item is still live, but Redis never heard of its deadline. The backstop
@@ -261,15 +257,10 @@ async fn a_stalled_writer_and_a_takeover_never_both_win(backend: Backend) {
     assert_invariants(&redis, &db, &[product], &accepted).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stalled_writer_and_a_takeover_never_both_win_postgres() {
-    a_stalled_writer_and_a_takeover_never_both_win(Backend::Postgres).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stalled_writer_and_a_takeover_never_both_win_sqlite() {
-    a_stalled_writer_and_a_takeover_never_both_win(Backend::Sqlite).await;
-}
+variants!(a_stalled_writer_and_a_takeover_never_both_win {
+    postgres: (Backend::Postgres),
+    sqlite: (Backend::Sqlite),
+});
 
 /// A stock edit moves Redis first, then the database. Reconciliation
 /// running in between sees them disagree by the edit: it must call the
