@@ -28,6 +28,8 @@ const NODES: usize = PRIMARIES * 2;
 struct Node {
     port: u16,
     child: Option<Child>,
+    /// SIGSTOPped: running, but answering nothing.
+    stopped: bool,
 }
 
 pub struct RedisCluster {
@@ -63,7 +65,11 @@ impl RedisCluster {
         let mut cluster = Self {
             nodes: ports
                 .iter()
-                .map(|&port| Node { port, child: None })
+                .map(|&port| Node {
+                    port,
+                    child: None,
+                    stopped: false,
+                })
                 .collect(),
             dir,
         };
@@ -149,7 +155,7 @@ impl RedisCluster {
     fn live_ports(&self) -> Vec<u16> {
         self.nodes
             .iter()
-            .filter(|n| n.child.is_some())
+            .filter(|n| n.child.is_some() && !n.stopped)
             .map(|n| n.port)
             .collect()
     }
@@ -311,6 +317,90 @@ impl RedisCluster {
             let _ = child.kill();
             let _ = child.wait();
         }
+        node.stopped = false;
+    }
+
+    /// The port of the replica that follows the primary on `primary`.
+    pub async fn replica_of(&self, primary: u16) -> u16 {
+        let id = node_id(primary).await;
+        let mut conn = node_connection(primary).await.expect("the primary");
+        let replicas: Vec<String> = redis::cmd("CLUSTER")
+            .arg("REPLICAS")
+            .arg(&id)
+            .query_async(&mut conn)
+            .await
+            .expect("CLUSTER REPLICAS");
+        // `<id> <ip>:<port>@<bus port> slave <primary id> …`
+        replicas
+            .first()
+            .and_then(|line| line.split(' ').nth(1))
+            .and_then(|address| address.split('@').next())
+            .and_then(|address| address.rsplit(':').next())
+            .and_then(|port| port.parse().ok())
+            .unwrap_or_else(|| panic!("no replica follows {primary}: {replicas:?}"))
+    }
+
+    /// Makes the replica on `replica` fall behind its primary on `primary`
+    /// for good: SIGSTOP, then the primary drops its replication link
+    /// (`CLIENT KILL TYPE replica`), so nothing written from then on is
+    /// sent to it, not even into socket buffers it would read on waking.
+    pub async fn stop_replicating(&mut self, replica: u16, primary: u16) {
+        self.signal(replica, "-STOP");
+        let mut conn = node_connection(primary).await.expect("the primary");
+        let _: i64 = redis::cmd("CLIENT")
+            .arg(&["KILL", "TYPE", "replica"])
+            .query_async(&mut conn)
+            .await
+            .expect("CLIENT KILL TYPE replica");
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut conn)
+            .await
+            .expect("INFO replication");
+        assert!(
+            info.contains("connected_slaves:0"),
+            "the primary still feeds a replica: {info}"
+        );
+    }
+
+    /// SIGCONT of a node stopped by [`Self::stop_replicating`].
+    pub fn resume(&mut self, port: u16) {
+        self.signal(port, "-CONT");
+    }
+
+    fn signal(&mut self, port: u16, signal: &str) {
+        let node = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.port == port)
+            .expect("a node of this cluster");
+        let pid = node.child.as_ref().expect("a running node").id();
+        let sent = Command::new("kill")
+            .arg(signal)
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill {signal} {pid}");
+        node.stopped = signal == "-STOP";
+    }
+
+    /// Makes the replica on `replica` its shard's primary at once, however
+    /// far behind it is (`CLUSTER FAILOVER TAKEOVER`: no agreement of the
+    /// other primaries, no check of its data's age), and waits until it
+    /// owns `slot`.
+    pub async fn take_over(&self, replica: u16, slot: u16) {
+        let mut conn = node_connection(replica).await.expect("the replica");
+        let _: () = redis::cmd("CLUSTER")
+            .arg(&["FAILOVER", "TAKEOVER"])
+            .query_async(&mut conn)
+            .await
+            .expect("CLUSTER FAILOVER TAKEOVER");
+        crate::eventually(
+            Duration::from_secs(15),
+            "the stale replica to own its shard's slots",
+            || async move { (self.primary_of_slot(slot).await == replica).then_some(()) },
+        )
+        .await;
     }
 
     /// Starts a killed node again on its port and directory: it rejoins

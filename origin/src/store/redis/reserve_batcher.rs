@@ -231,6 +231,7 @@ fn parse(reply: Vec<Value>, count: usize) -> RedisResult<Vec<ReserveOutcome>> {
     let whole = match verdict.as_str() {
         "each" => None,
         "unknown_product" => Some(ReserveOutcome::UnknownProduct),
+        "unchecked" => Some(ReserveOutcome::Unchecked),
         "not_started" => Some(ReserveOutcome::NotStarted),
         "ended" => Some(ReserveOutcome::Ended),
         _ => return Err(unexpected_reply()),
