@@ -196,7 +196,6 @@ impl Application {
         let reconciler = Arc::new(Reconciler {
             db: stores.db.clone(),
             stock: stores.stock.clone(),
-            preheater: preheater.clone(),
             streams: stores.streams.clone(),
             sold_out: sold_out.clone(),
             catalog: catalog.clone(),

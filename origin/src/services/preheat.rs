@@ -62,12 +62,6 @@ impl Preheater {
         Ok(self.preheat(row).await?.loaded)
     }
 
-    /// Checks one live item against the database as [`Self::load`] does;
-    /// true when Redis had gone back and the item was rebuilt.
-    pub async fn rebuild(&self, row: &ProductRow) -> StoreResult<bool> {
-        Ok(self.preheat(row).await?.rebuilt())
-    }
-
     async fn preheat(&self, row: &ProductRow) -> StoreResult<Preheated> {
         let product = row.product_id();
         let live = products::live_orders(&self.db, product).await?;

@@ -14,10 +14,7 @@
 //!
 //! The repair script checks the same again, atomically, before it sets
 //! Redis' stock to the database's figure. A busy item is reported as busy
-//! and looked at again next time. Before any repair, a drifted item is
-//! checked against the database's orders the way a reload does
-//! (`Preheater`): orders Redis never counted are taken into account with
-//! their members, and only drift left after that is repaired.
+//! and looked at again next time.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +24,6 @@ use seckill_shared::ProductId;
 use tracing::Instrument;
 
 use super::catalog::Catalog;
-use super::preheat::Preheater;
 use super::sold_out::SoldOut;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
@@ -40,7 +36,6 @@ use crate::telemetry::chain;
 pub struct Reconciler {
     pub db: Database,
     pub stock: Stock,
-    pub preheater: Preheater,
     pub streams: OrderStreams,
     pub sold_out: Arc<SoldOut>,
     pub catalog: Arc<Catalog>,
@@ -134,16 +129,6 @@ impl Reconciler {
         if drift == 0 && levels.seq >= max_seq {
             item.note = "in step".into();
             return Ok(item);
-        }
-        // Orders Redis never counted (it went back to older data, or
-        // reloaded before they were committed) are rebuilt with their
-        // members first: setting the stock alone would leave those members
-        // free to buy again, and a later check would count them twice.
-        if let Some(row) = products::get(&self.db, product).await? {
-            if self.preheater.rebuild(&row).await? {
-                item.note = "rebuilt: orders redis had not counted were taken into account; looked at again next time".into();
-                return Ok(item);
-            }
         }
         item.repaired = self
             .stock
