@@ -205,28 +205,7 @@ impl RedisCluster {
             )
             .await
             .expect("CLUSTER SLOTS");
-        let ranges: Vec<(u16, u16, (String, u16))> =
-            redis::from_redis_value::<Vec<Vec<Value>>>(slots)
-                .expect("CLUSTER SLOTS reply")
-                .into_iter()
-                .map(|range| {
-                    let start: u16 = redis::from_redis_value(range[0].clone()).unwrap();
-                    let end: u16 = redis::from_redis_value(range[1].clone()).unwrap();
-                    let primary: Vec<Value> = redis::from_redis_value(range[2].clone()).unwrap();
-                    let host: String = redis::from_redis_value(primary[0].clone()).unwrap();
-                    let port: u16 = redis::from_redis_value(primary[1].clone()).unwrap();
-                    (start, end, (host, port))
-                })
-                .collect();
-        let mut by_port: Vec<(u16, Vec<(u16, u16)>)> = Vec::new();
-        for (start, end, (_, port)) in ranges {
-            match by_port.iter_mut().find(|(p, _)| *p == port) {
-                Some((_, owned)) => owned.push((start, end)),
-                None => by_port.push((port, vec![(start, end)])),
-            }
-        }
-        by_port.sort();
-        by_port
+        slot_owners(slots)
     }
 
     /// Moves one slot, with its keys, to the primary on `to`, the way
@@ -294,6 +273,25 @@ impl RedisCluster {
             }
         }
         self.wait_until_healthy().await;
+        // Replicas (and primaries not told directly) learn the move by
+        // gossip: wait until every live node names the new owner.
+        let ports = self.live_ports();
+        crate::eventually(
+            Duration::from_secs(15),
+            "every node to see the slot on its new primary",
+            || {
+                let ports = ports.clone();
+                async move {
+                    for port in ports {
+                        if owner_seen_by(port, slot).await != Some(to) {
+                            return None;
+                        }
+                    }
+                    Some(())
+                }
+            },
+        )
+        .await;
     }
 
     /// The port of the primary that owns `slot` now.
@@ -438,6 +436,48 @@ impl Drop for RedisCluster {
             }
         }
     }
+}
+
+/// Each primary's port and its slot ranges, from a `CLUSTER SLOTS` reply.
+fn slot_owners(slots: Value) -> Vec<(u16, Vec<(u16, u16)>)> {
+    let ranges: Vec<(u16, u16, u16)> = redis::from_redis_value::<Vec<Vec<Value>>>(slots)
+        .expect("CLUSTER SLOTS reply")
+        .into_iter()
+        .map(|range| {
+            let start: u16 = redis::from_redis_value(range[0].clone()).unwrap();
+            let end: u16 = redis::from_redis_value(range[1].clone()).unwrap();
+            let primary: Vec<Value> = redis::from_redis_value(range[2].clone()).unwrap();
+            let port: u16 = redis::from_redis_value(primary[1].clone()).unwrap();
+            (start, end, port)
+        })
+        .collect();
+    let mut by_port: Vec<(u16, Vec<(u16, u16)>)> = Vec::new();
+    for (start, end, port) in ranges {
+        match by_port.iter_mut().find(|(p, _)| *p == port) {
+            Some((_, owned)) => owned.push((start, end)),
+            None => by_port.push((port, vec![(start, end)])),
+        }
+    }
+    by_port.sort();
+    by_port
+}
+
+/// The port of the primary that owns `slot` as the node on `port` sees it.
+async fn owner_seen_by(port: u16, slot: u16) -> Option<u16> {
+    let slots: Value = node_info_value(port, "SLOTS").await?;
+    slot_owners(slots)
+        .into_iter()
+        .find(|(_, ranges)| ranges.iter().any(|(a, b)| (*a..=*b).contains(&slot)))
+        .map(|(owner, _)| owner)
+}
+
+async fn node_info_value(port: u16, cluster_subcommand: &str) -> Option<Value> {
+    let mut conn = node_connection(port).await?;
+    redis::cmd("CLUSTER")
+        .arg(cluster_subcommand)
+        .query_async(&mut conn)
+        .await
+        .ok()
 }
 
 async fn node_connection(port: u16) -> Option<MultiplexedConnection> {

@@ -3,13 +3,16 @@
 //!
 //! Owns, per product (all under the product's hash tag `{p<id>}`, so every
 //! script touches one slot): the item hash (`stock`, window, price, total,
-//! `seq` — the last reservation number), the members hash (what each
+//! `seq` — the last reservation number, `node` — on a cluster, the node
+//! that last checked it against the database), the members hash (what each
 //! member holds: see `MemberState`), the returned-stock set (reservations
 //! whose unit came back, so none comes back twice) and the applied
 //! stock-edit ledger; and, across products, the registry of live products
 //! that consumers and pollers iterate (one set per registry group). Stock only changes inside scripts:
 //! `reserve.lua` (through the batcher), `release.lua`, `adjust_stock.lua`
-//! and `repair_stock.lua`. The reserve and release scripts also write the
+//! and `repair_stock.lua` (and the preheat script when it rebuilds an
+//! item whose shard went back, and the acknowledgement of an order Redis
+//! never counted). The reserve and release scripts also write the
 //! product's order and dead-letter streams, in the same atomic call.
 
 use std::sync::Arc;
