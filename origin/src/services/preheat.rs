@@ -32,6 +32,9 @@ use crate::store::redis::stock::{Preheated, Stock};
 use crate::store::StoreResult;
 use crate::telemetry::chain;
 
+/// When one product's check last finished; held while a check runs.
+type LastCheck = tokio::sync::Mutex<Option<Instant>>;
+
 #[derive(Clone)]
 pub struct Preheater {
     db: Database,
@@ -39,7 +42,7 @@ pub struct Preheater {
     deadlines: PaymentDeadlines,
     /// One check at a time per product, so the buyers that all find an
     /// item unchecked wait for one check instead of each running one.
-    checks: Arc<Mutex<HashMap<ProductId, Arc<tokio::sync::Mutex<Option<Instant>>>>>>,
+    checks: Arc<Mutex<HashMap<ProductId, Arc<LastCheck>>>>,
 }
 
 impl Preheater {
