@@ -299,6 +299,11 @@ mod tests {
             parse(vec![text("ended")], 2).unwrap(),
             vec![ReserveOutcome::Ended; 2]
         );
+        assert_eq!(
+            parse(vec![text("unchecked")], 2).unwrap(),
+            vec![ReserveOutcome::Unchecked; 2],
+            "an item to check again refuses the whole batch"
+        );
         assert!(parse(vec![text("each"), text("q:7")], 1).is_err());
         assert!(
             parse(vec![text("each")], 1).is_err(),
