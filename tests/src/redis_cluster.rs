@@ -28,6 +28,8 @@ const NODES: usize = PRIMARIES * 2;
 struct Node {
     port: u16,
     child: Option<Child>,
+    /// SIGSTOPped: running, but answering nothing.
+    stopped: bool,
 }
 
 pub struct RedisCluster {
@@ -63,7 +65,11 @@ impl RedisCluster {
         let mut cluster = Self {
             nodes: ports
                 .iter()
-                .map(|&port| Node { port, child: None })
+                .map(|&port| Node {
+                    port,
+                    child: None,
+                    stopped: false,
+                })
                 .collect(),
             dir,
         };
@@ -149,7 +155,7 @@ impl RedisCluster {
     fn live_ports(&self) -> Vec<u16> {
         self.nodes
             .iter()
-            .filter(|n| n.child.is_some())
+            .filter(|n| n.child.is_some() && !n.stopped)
             .map(|n| n.port)
             .collect()
     }
@@ -199,28 +205,7 @@ impl RedisCluster {
             )
             .await
             .expect("CLUSTER SLOTS");
-        let ranges: Vec<(u16, u16, (String, u16))> =
-            redis::from_redis_value::<Vec<Vec<Value>>>(slots)
-                .expect("CLUSTER SLOTS reply")
-                .into_iter()
-                .map(|range| {
-                    let start: u16 = redis::from_redis_value(range[0].clone()).unwrap();
-                    let end: u16 = redis::from_redis_value(range[1].clone()).unwrap();
-                    let primary: Vec<Value> = redis::from_redis_value(range[2].clone()).unwrap();
-                    let host: String = redis::from_redis_value(primary[0].clone()).unwrap();
-                    let port: u16 = redis::from_redis_value(primary[1].clone()).unwrap();
-                    (start, end, (host, port))
-                })
-                .collect();
-        let mut by_port: Vec<(u16, Vec<(u16, u16)>)> = Vec::new();
-        for (start, end, (_, port)) in ranges {
-            match by_port.iter_mut().find(|(p, _)| *p == port) {
-                Some((_, owned)) => owned.push((start, end)),
-                None => by_port.push((port, vec![(start, end)])),
-            }
-        }
-        by_port.sort();
-        by_port
+        slot_owners(slots)
     }
 
     /// Moves one slot, with its keys, to the primary on `to`, the way
@@ -288,6 +273,25 @@ impl RedisCluster {
             }
         }
         self.wait_until_healthy().await;
+        // Replicas (and primaries not told directly) learn the move by
+        // gossip: wait until every live node names the new owner.
+        let ports = self.live_ports();
+        crate::eventually(
+            Duration::from_secs(15),
+            "every node to see the slot on its new primary",
+            || {
+                let ports = ports.clone();
+                async move {
+                    for port in ports {
+                        if owner_seen_by(port, slot).await != Some(to) {
+                            return None;
+                        }
+                    }
+                    Some(())
+                }
+            },
+        )
+        .await;
     }
 
     /// Makes the node on `port` tell clients (in `CLUSTER SLOTS`, redirects
@@ -345,6 +349,90 @@ impl RedisCluster {
             let _ = child.kill();
             let _ = child.wait();
         }
+        node.stopped = false;
+    }
+
+    /// The port of the replica that follows the primary on `primary`.
+    pub async fn replica_of(&self, primary: u16) -> u16 {
+        let id = node_id(primary).await;
+        let mut conn = node_connection(primary).await.expect("the primary");
+        let replicas: Vec<String> = redis::cmd("CLUSTER")
+            .arg("REPLICAS")
+            .arg(&id)
+            .query_async(&mut conn)
+            .await
+            .expect("CLUSTER REPLICAS");
+        // `<id> <ip>:<port>@<bus port> slave <primary id> …`
+        replicas
+            .first()
+            .and_then(|line| line.split(' ').nth(1))
+            .and_then(|address| address.split('@').next())
+            .and_then(|address| address.rsplit(':').next())
+            .and_then(|port| port.parse().ok())
+            .unwrap_or_else(|| panic!("no replica follows {primary}: {replicas:?}"))
+    }
+
+    /// Makes the replica on `replica` fall behind its primary on `primary`
+    /// for good: SIGSTOP, then the primary drops its replication link
+    /// (`CLIENT KILL TYPE replica`), so nothing written from then on is
+    /// sent to it, not even into socket buffers it would read on waking.
+    pub async fn stop_replicating(&mut self, replica: u16, primary: u16) {
+        self.signal(replica, "-STOP");
+        let mut conn = node_connection(primary).await.expect("the primary");
+        let _: i64 = redis::cmd("CLIENT")
+            .arg(&["KILL", "TYPE", "replica"])
+            .query_async(&mut conn)
+            .await
+            .expect("CLIENT KILL TYPE replica");
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut conn)
+            .await
+            .expect("INFO replication");
+        assert!(
+            info.contains("connected_slaves:0"),
+            "the primary still feeds a replica: {info}"
+        );
+    }
+
+    /// SIGCONT of a node stopped by [`Self::stop_replicating`].
+    pub fn resume(&mut self, port: u16) {
+        self.signal(port, "-CONT");
+    }
+
+    fn signal(&mut self, port: u16, signal: &str) {
+        let node = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.port == port)
+            .expect("a node of this cluster");
+        let pid = node.child.as_ref().expect("a running node").id();
+        let sent = Command::new("kill")
+            .arg(signal)
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill {signal} {pid}");
+        node.stopped = signal == "-STOP";
+    }
+
+    /// Makes the replica on `replica` its shard's primary at once, however
+    /// far behind it is (`CLUSTER FAILOVER TAKEOVER`: no agreement of the
+    /// other primaries, no check of its data's age), and waits until it
+    /// owns `slot`.
+    pub async fn take_over(&self, replica: u16, slot: u16) {
+        let mut conn = node_connection(replica).await.expect("the replica");
+        let _: () = redis::cmd("CLUSTER")
+            .arg(&["FAILOVER", "TAKEOVER"])
+            .query_async(&mut conn)
+            .await
+            .expect("CLUSTER FAILOVER TAKEOVER");
+        crate::eventually(
+            Duration::from_secs(15),
+            "the stale replica to own its shard's slots",
+            || async move { (self.primary_of_slot(slot).await == replica).then_some(()) },
+        )
+        .await;
     }
 
     /// Starts a killed node again on its port and directory: it rejoins
@@ -382,6 +470,48 @@ impl Drop for RedisCluster {
             }
         }
     }
+}
+
+/// Each primary's port and its slot ranges, from a `CLUSTER SLOTS` reply.
+fn slot_owners(slots: Value) -> Vec<(u16, Vec<(u16, u16)>)> {
+    let ranges: Vec<(u16, u16, u16)> = redis::from_redis_value::<Vec<Vec<Value>>>(slots)
+        .expect("CLUSTER SLOTS reply")
+        .into_iter()
+        .map(|range| {
+            let start: u16 = redis::from_redis_value(range[0].clone()).unwrap();
+            let end: u16 = redis::from_redis_value(range[1].clone()).unwrap();
+            let primary: Vec<Value> = redis::from_redis_value(range[2].clone()).unwrap();
+            let port: u16 = redis::from_redis_value(primary[1].clone()).unwrap();
+            (start, end, port)
+        })
+        .collect();
+    let mut by_port: Vec<(u16, Vec<(u16, u16)>)> = Vec::new();
+    for (start, end, port) in ranges {
+        match by_port.iter_mut().find(|(p, _)| *p == port) {
+            Some((_, owned)) => owned.push((start, end)),
+            None => by_port.push((port, vec![(start, end)])),
+        }
+    }
+    by_port.sort();
+    by_port
+}
+
+/// The port of the primary that owns `slot` as the node on `port` sees it.
+async fn owner_seen_by(port: u16, slot: u16) -> Option<u16> {
+    let slots: Value = node_info_value(port, "SLOTS").await?;
+    slot_owners(slots)
+        .into_iter()
+        .find(|(_, ranges)| ranges.iter().any(|(a, b)| (*a..=*b).contains(&slot)))
+        .map(|(owner, _)| owner)
+}
+
+async fn node_info_value(port: u16, cluster_subcommand: &str) -> Option<Value> {
+    let mut conn = node_connection(port).await?;
+    redis::cmd("CLUSTER")
+        .arg(cluster_subcommand)
+        .query_async(&mut conn)
+        .await
+        .ok()
 }
 
 async fn node_connection(port: u16) -> Option<MultiplexedConnection> {

@@ -12,12 +12,13 @@ use std::time::{Duration, Instant};
 
 use seckill_shared::keys::slot_of;
 use seckill_tests::checks::{
-    assert_invariants, buy_all, deadlines_from, group, keys, orders, pid, redis_stock, rush,
-    stock_available,
+    assert_invariants, assert_invariants_with_losses, buy_all, deadlines_from, group, keys, orders,
+    pid, redis_stock, rush, stock_available,
 };
 use seckill_tests::proxy::TcpProxy;
 use seckill_tests::{
     eventually, Api, AppSettings, Backend, RedisCluster, Sale, TestApp, TestDatabase, TestRedis,
+    TestWorker,
 };
 
 const PRODUCTS: usize = 30;
@@ -120,6 +121,17 @@ async fn thirty_products_over_three_shards_sell_out_exactly() {
         .map(|id| id.as_i64().unwrap())
         .collect();
     assert_eq!(listed, products.iter().copied().collect::<HashSet<_>>());
+
+    let accepted: Vec<(i64, i64)> = outcomes
+        .iter()
+        .flat_map(|(product, outcomes)| {
+            outcomes
+                .iter()
+                .filter(|(_, status, _)| *status == 202)
+                .map(|(member, _, _)| (*product, *member))
+        })
+        .collect();
+    assert_invariants(cluster, &db, &products, &accepted).await;
 }
 
 /// The connection to a product's primary breaks after its reserve script
@@ -338,7 +350,16 @@ async fn a_primary_killed_mid_rush(replica_acks: u16) {
                 .filter(|o| o.2 == 202 && o.4 > killed_at)
                 .map(|o| o.5 - killed_at)
                 .min()
-                .expect("the failed shard sells again");
+                .unwrap_or_else(|| {
+                    let mut seen: BTreeMap<(u16, Option<String>, bool), usize> = BTreeMap::new();
+                    for o in answers {
+                        *seen.entry((o.2, o.3.clone(), o.4 > killed_at)).or_default() += 1;
+                    }
+                    panic!(
+                        "product {product} on the killed shard never sold again; \
+                         (status, code, sent after the kill) -> answers: {seen:?}"
+                    )
+                });
             let errors = answers.iter().filter(|o| o.2 >= 500).count();
             println!(
                 "failover: product {product} on the killed shard sold again after {again:?} \
@@ -426,6 +447,20 @@ async fn a_primary_killed_mid_rush(replica_acks: u16) {
         },
     )
     .await;
+
+    // The shared audit; with acks 0 a 202 answered before the kill may
+    // have been lost with the killed primary (counted above), none after.
+    let accepted: Vec<(i64, i64, bool)> = outcomes
+        .iter()
+        .filter(|o| o.2 == 202)
+        .map(|o| (o.0, o.1, replica_acks == 0 && o.5 <= killed_at))
+        .collect();
+    let report = assert_invariants_with_losses(&cluster_handle, &db, &products, &accepted).await;
+    assert_eq!(
+        report.expected_losses.len(),
+        lost,
+        "the audit counts the same losses"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -436,6 +471,226 @@ async fn a_primary_killed_mid_rush_is_replaced_and_nothing_is_oversold() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_killed_mid_rush_with_replica_acks_loses_no_202() {
     a_primary_killed_mid_rush(1).await;
+}
+
+/// A shard's replica falls behind (SIGSTOP, its replication link dropped),
+/// its products keep selling and the consumers write some of those orders
+/// to the database, then a second batch of reservations is made while no
+/// consumer reads; the primary is SIGKILLed and the stale replica takes
+/// over (`CLUSTER FAILOVER TAKEOVER`). The promoted replica has neither
+/// batch: the first batch's orders are in the database only, and the
+/// second batch is lost. Then every product sells out.
+///
+/// With `replica_acks` 0 the second batch's 202s are lost (counted, and
+/// there must be some, or the test provoked nothing) and nothing else is:
+/// the origin rebuilds from the database what the replica lacks (the
+/// members holding orders, stock less their units, reservation numbers
+/// moved past every number the database holds, payment deadlines), so
+/// every 202 answered after the failover becomes an order (none is
+/// failed for a reused reservation number) and the shared audit passes.
+/// With 1, the replica's silence makes `WAIT` time out: both batches are
+/// answered `outcome_unknown`, never 202, and no 202 is lost.
+async fn a_stale_replica_takes_over(replica_acks: u16) {
+    const STOCK: i64 = 40;
+    let mut redis = TestRedis::start(seckill_tests::RedisBackend::Cluster).await;
+    let db = TestDatabase::create(Backend::Postgres).await;
+    let settings = AppSettings::new()
+        .set("SECKILL_CLAIM_IDLE_MS", 2_000)
+        .set("SECKILL_REDIS_REPLICA_ACKS", replica_acks)
+        .set("SECKILL_REDIS_REPLICA_WAIT_MS", 300);
+    // Orders are written by a worker of their own, which the test stops.
+    let app = TestApp::start_on(&redis, &db, settings.clone().set("SECKILL_CONSUMERS", 0)).await;
+    let api = app.api();
+    let TestRedis::Cluster(cluster) = &mut redis else {
+        unreachable!()
+    };
+    let start_worker = |cluster: &RedisCluster| {
+        TestWorker::start(
+            format!("redis://127.0.0.1:{}", cluster.ports()[0]),
+            &db,
+            settings
+                .clone()
+                .set("REDIS_CLUSTER_NODES", cluster.seeds())
+                .set("SECKILL_CONSUMERS", 2),
+        )
+    };
+    let mut worker = Some(start_worker(cluster).await);
+
+    // Two products on the shard that fails over, at least one elsewhere.
+    let mut products = Vec::new();
+    let (victim, stale) = loop {
+        products.push(api.create_sale(&Sale::open(STOCK)).await.product_id.get());
+        let shards = products_by_shard(cluster, &products).await;
+        let first = cluster.primary_of(&keys().item(pid(products[0]))).await;
+        if shards[&first].len() >= 2 && shards.len() >= 2 {
+            break (first, shards[&first].clone());
+        }
+    };
+    let replica = cluster.replica_of(victim).await;
+    let stale_slot = slot_of(keys().item(pid(stale[0])).as_bytes());
+    let pool = db.pool().await;
+    let mut answered: Vec<(i64, i64, u16, Option<String>, &str)> = Vec::new();
+    let buy = |api: Api, product: i64, members: std::ops::Range<i64>| async move {
+        rush(&api, product, members.map(|m| product * 1_000 + m), 10).await
+    };
+
+    // Before: every shard in sync.
+    for &product in &products {
+        for (member, status, code) in buy(api.clone(), product, 1..6).await {
+            assert_eq!(status, 202, "product {product}: {code:?}");
+            answered.push((product, member, status, code, "before"));
+        }
+    }
+    let orders_of = |pool: &sqlx::AnyPool, product: i64| {
+        let pool = pool.clone();
+        async move { orders(&pool, product).await.len() }
+    };
+    for &product in &products {
+        eventually(Duration::from_secs(20), "the first orders", || async {
+            (orders_of(&pool, product).await == 5).then_some(())
+        })
+        .await;
+    }
+
+    cluster.stop_replicating(replica, victim).await;
+    // Written by the consumers while the replica is behind.
+    for &product in &products {
+        let members = if stale.contains(&product) {
+            10..20
+        } else {
+            10..15
+        };
+        for (member, status, code) in buy(api.clone(), product, members).await {
+            answered.push((product, member, status, code, "written"));
+        }
+    }
+    for &product in &products {
+        let expected = if stale.contains(&product) { 15 } else { 10 };
+        eventually(
+            Duration::from_secs(20),
+            "the orders made while the replica is behind",
+            || async { (orders_of(&pool, product).await == expected).then_some(()) },
+        )
+        .await;
+    }
+    // Made while no consumer reads: on the old primary only.
+    drop(worker.take());
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    for &product in &stale {
+        for (member, status, code) in buy(api.clone(), product, 20..30).await {
+            answered.push((product, member, status, code, "unread"));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for &product in &stale {
+        assert_eq!(
+            orders_of(&pool, product).await,
+            15,
+            "nothing read the last batch"
+        );
+    }
+
+    cluster.kill(victim);
+    cluster.resume(replica);
+    cluster.take_over(replica, stale_slot).await;
+    // The old primary comes back as the new one's replica (with acks 1,
+    // the shard can promise nothing until it does).
+    cluster.restart(victim).await;
+    cluster.wait_until_healthy().await;
+    worker = Some(start_worker(cluster).await);
+
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let rushes: Vec<_> = products
+        .iter()
+        .map(|&product| tokio::spawn(rush_until_sold_out(api.clone(), product, 3, deadline)))
+        .collect();
+    for rush in rushes {
+        for (product, member, status, code, _, _) in rush.await.unwrap() {
+            answered.push((product, member, status, code, "after"));
+        }
+    }
+    for &product in &products {
+        assert!(
+            answered
+                .iter()
+                .any(|a| a.0 == product && a.3.as_deref() == Some("sold_out")),
+            "product {product} sells out"
+        );
+    }
+    if replica_acks > 0 {
+        let promised: Vec<_> = answered
+            .iter()
+            .filter(|a| stale.contains(&a.0) && a.4 != "before" && a.4 != "after" && a.2 == 202)
+            .collect();
+        assert!(
+            promised.is_empty(),
+            "202s no replica confirmed: {promised:?}"
+        );
+        let unknown = answered
+            .iter()
+            .filter(|a| stale.contains(&a.0) && a.3.as_deref() == Some("outcome_unknown"))
+            .count();
+        assert!(
+            unknown >= 30,
+            "the stale shard's buys were answered outcome_unknown: {unknown}"
+        );
+    }
+
+    // The audit: 202s answered before the failover may be lost with the
+    // old primary (only with acks 0); none after.
+    let accepted: Vec<(i64, i64, bool)> = answered
+        .iter()
+        .filter(|a| a.2 == 202)
+        .map(|a| (a.0, a.1, replica_acks == 0 && a.4 != "after"))
+        .collect();
+    let report = assert_invariants_with_losses(&*cluster, &db, &products, &accepted).await;
+    let lost = report.expected_losses.len();
+    println!(
+        "stale failover: {lost} acknowledged reservations lost \
+         (SECKILL_REDIS_REPLICA_ACKS={replica_acks}), {} buys answered, {} accepted",
+        answered.len(),
+        accepted.len()
+    );
+    if replica_acks == 0 {
+        assert!(
+            lost > 0,
+            "the failover lost no acknowledged reservation: nothing was provoked"
+        );
+        assert!(
+            report
+                .expected_losses
+                .iter()
+                .all(|l| stale.contains(&l.product)),
+            "only the failed shard's products lose reservations: {:?}",
+            report.expected_losses
+        );
+    }
+    // No 202 answered after the failover was dropped, as a duplicate of a
+    // reservation number already in the database or otherwise.
+    for &product in &products {
+        let ordered: HashSet<i64> = orders(&pool, product).await.iter().map(|o| o.1).collect();
+        let dropped: Vec<i64> = answered
+            .iter()
+            .filter(|a| a.0 == product && a.2 == 202 && a.4 != "unread")
+            .map(|a| a.1)
+            .filter(|member| !ordered.contains(member))
+            .collect();
+        assert!(
+            dropped.is_empty(),
+            "product {product}: 202s without an order: {dropped:?}"
+        );
+    }
+    drop(worker);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_replica_taking_over_loses_only_unwritten_202s_and_strands_nothing() {
+    a_stale_replica_takes_over(0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_replica_taking_over_with_replica_acks_loses_no_202() {
+    a_stale_replica_takes_over(1).await;
 }
 
 /// A hot product's slot moves to another primary in the middle of a rush
@@ -550,4 +805,8 @@ async fn resharding_while_selling_loses_nothing_and_flags_still_sync() {
     )
     .await;
     assert_eq!(b_api.buy(later, 5).await.error(), Some("sold_out"));
+
+    let mut accepted: Vec<(i64, i64)> = winners.iter().map(|&member| (hot, member)).collect();
+    accepted.extend((1..=3).map(|member| (later, member)));
+    assert_invariants(cluster, &db, &[hot, later], &accepted).await;
 }

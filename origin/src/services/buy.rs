@@ -136,6 +136,9 @@ impl Buying {
         if outcome == ReserveOutcome::UnknownProduct {
             outcome = self.recover_unknown(product, member).await?;
         }
+        if outcome == ReserveOutcome::Unchecked {
+            outcome = self.check_then_reserve(product, member).await?;
+        }
 
         match outcome {
             ReserveOutcome::Queued { stock_left, .. } => {
@@ -163,7 +166,30 @@ impl Buying {
             ReserveOutcome::NotStarted => Err(Refusal::NotStarted.into()),
             ReserveOutcome::Ended => Err(Refusal::Ended.into()),
             ReserveOutcome::UnknownProduct => Err(Refusal::UnknownProduct.into()),
+            // Checked, and refused again: the shard changed hands once more.
+            ReserveOutcome::Unchecked => Err(StoreError::from(redis::RedisError::from((
+                redis::ErrorKind::Server(redis::ServerErrorKind::TryAgain),
+                "the item's shard changed hands while it was being checked",
+            )))
+            .into()),
         }
+    }
+
+    /// The item's shard changed hands since it was last checked against
+    /// the database (a failover or a slot move on a cluster): check it
+    /// (rebuilding what a promoted replica lacked) and try once more.
+    /// Nothing was reserved by the refused call.
+    async fn check_then_reserve(
+        &self,
+        product: ProductId,
+        member: MemberId,
+    ) -> Result<ReserveOutcome, BuyError> {
+        self.preheater.check(product).await?;
+        Ok(self
+            .stock
+            .reserve(product, member)
+            .await
+            .map_err(StoreError::from)?)
     }
 
     /// A reserve call failed. If Redis was never reached nothing was

@@ -254,6 +254,7 @@ impl Consumer {
                         entry: &q.entry,
                         member_seq: None,
                         order: 0,
+                        inserted: false,
                     })
                     .collect();
                 if let Err(err) = self.ctx.streams.ack_orders(product, &acks).await {
@@ -379,6 +380,7 @@ impl Consumer {
                 entry: &item.entry,
                 member_seq: Some((request.member, request.seq)),
                 order: *order,
+                inserted: *new,
             });
         }
         self.ctx.metrics.orders_written.inc_by(inserted);

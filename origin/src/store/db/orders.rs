@@ -193,22 +193,6 @@ pub async fn cancelled_seqs(db: &Database, product: ProductId) -> StoreResult<Ve
     Ok(rows.into_iter().map(|(seq,)| seq).collect())
 }
 
-/// Reservation numbers whose unit went back: cancelled orders and rejected
-/// reservations (what Redis' returned-stock set must hold).
-pub async fn returned_seqs<'e>(
-    executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
-    product: ProductId,
-) -> StoreResult<Vec<i64>> {
-    let rows: Vec<(i64,)> = sqlx::query_as(
-        "SELECT reservation_seq FROM orders WHERE product_id = $1 AND status = 'cancelled' \
-         UNION SELECT reservation_seq FROM rejected_reservations WHERE product_id = $1",
-    )
-    .bind(product.get())
-    .fetch_all(executor)
-    .await?;
-    Ok(rows.into_iter().map(|(seq,)| seq).collect())
-}
-
 /// `(order, deadline ms)` of the product's unpaid orders.
 pub async fn unpaid_deadlines<'e>(
     executor: impl sqlx::Executor<'e, Database = sqlx::Any>,

@@ -3,8 +3,7 @@
 
 use seckill_shared::api::{CreateProduct, NewFlashSale};
 use seckill_shared::ProductId;
-use sqlx::any::AnyRow;
-use sqlx::{Any, FromRow, Row, Transaction};
+use sqlx::{Any, FromRow, Transaction};
 
 use super::Database;
 use crate::store::StoreResult;
@@ -141,22 +140,41 @@ pub async fn not_ended(db: &Database, now_s: i64) -> StoreResult<Vec<ProductRow>
         .await?)
 }
 
-/// What Redis needs to rebuild an item it lost, from what the database
-/// knows: its unsold stock, the members holding a live order, the highest
-/// reservation number used, the reservations whose unit already went back
-/// (cancelled orders, rejected reservations), and the unpaid orders'
-/// deadlines. All read from one snapshot: a cancellation committed between
-/// two of the reads would otherwise leave the unit counted neither in the
-/// stock nor as still to come back (and its member held).
+/// What Redis needs to rebuild an item it lost, or to catch up with the
+/// database after its shard went back to older data (a stale replica
+/// promoted), from what the database knows: its unsold stock, the live
+/// orders (member, order, reservation number), the highest reservation
+/// number used, the reservations whose unit already went back (cancelled
+/// orders, rejected reservations), and the unpaid orders' deadlines. All
+/// read from one snapshot: a cancellation committed between two of the
+/// reads would otherwise leave the unit counted neither in the stock nor
+/// as still to come back (and its member held).
 #[derive(Debug, Default)]
 pub struct LiveOrders {
     /// `None`: the row is gone.
     pub stock_available: Option<i64>,
-    pub member_orders: Vec<(i64, i64)>,
+    pub live: Vec<LiveOrder>,
     pub max_seq: i64,
-    pub returned: Vec<i64>,
+    pub returned: Vec<ReturnedReservation>,
     /// `(order, deadline ms)`.
     pub unpaid_deadlines: Vec<(i64, i64)>,
+}
+
+/// An order that is not cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveOrder {
+    pub member: i64,
+    pub order: i64,
+    pub seq: i64,
+}
+
+/// A reservation whose unit the database counts as unsold again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReturnedReservation {
+    pub seq: i64,
+    pub member: i64,
+    /// The cancelled order; `None` for a rejected reservation.
+    pub order: Option<i64>,
 }
 
 pub async fn live_orders(db: &Database, product: ProductId) -> StoreResult<LiveOrders> {
@@ -172,21 +190,30 @@ pub async fn live_orders(db: &Database, product: ProductId) -> StoreResult<LiveO
             .bind(product.get())
             .fetch_optional(&mut *tx)
             .await?;
-    let rows: Vec<AnyRow> = sqlx::query(
-        "SELECT member_id, id FROM orders WHERE product_id = $1 AND status <> 'cancelled'",
+    let live: Vec<(i64, i64, i64)> = sqlx::query_as(
+        "SELECT member_id, id, reservation_seq FROM orders WHERE product_id = $1 AND status <> 'cancelled'",
     )
     .bind(product.get())
     .fetch_all(&mut *tx)
     .await?;
-    let member_orders = rows
-        .iter()
-        .map(|row| Ok((row.try_get::<i64, _>(0)?, row.try_get::<i64, _>(1)?)))
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    let returned: Vec<(i64, i64, Option<i64>)> = sqlx::query_as(
+        "SELECT reservation_seq, member_id, id FROM orders WHERE product_id = $1 AND status = 'cancelled' \
+         UNION ALL SELECT reservation_seq, member_id, NULL FROM rejected_reservations WHERE product_id = $1",
+    )
+    .bind(product.get())
+    .fetch_all(&mut *tx)
+    .await?;
     let live = LiveOrders {
         stock_available: stock.map(|(s,)| s),
-        member_orders,
+        live: live
+            .into_iter()
+            .map(|(member, order, seq)| LiveOrder { member, order, seq })
+            .collect(),
         max_seq: max_seq_in(&mut *tx, product).await?,
-        returned: super::orders::returned_seqs(&mut *tx, product).await?,
+        returned: returned
+            .into_iter()
+            .map(|(seq, member, order)| ReturnedReservation { seq, member, order })
+            .collect(),
         unpaid_deadlines: super::orders::unpaid_deadlines(&mut *tx, product).await?,
     };
     tx.commit().await?;

@@ -45,6 +45,9 @@ pub struct WrittenOrder<'a> {
     /// `None` acknowledges without touching member state.
     pub member_seq: Option<(MemberId, i64)>,
     pub order: i64,
+    /// The order was inserted by this write (not found from an earlier
+    /// delivery).
+    pub inserted: bool,
 }
 
 #[derive(Clone)]
@@ -83,6 +86,7 @@ impl OrderStreams {
         let mut call = self.ack_orders.prepare_invoke();
         call.key(keys.members(product))
             .key(keys.orders(product))
+            .key(keys.item(product))
             .arg(ORDER_GROUP);
         for order in orders {
             match order.member_seq {
@@ -90,8 +94,9 @@ impl OrderStreams {
                     .arg(order.entry)
                     .arg(member.get())
                     .arg(seq)
-                    .arg(order.order),
-                None => call.arg(order.entry).arg("").arg(0).arg(0),
+                    .arg(order.order)
+                    .arg(u8::from(order.inserted)),
+                None => call.arg(order.entry).arg("").arg(0).arg(0).arg(0),
             };
         }
         call.invoke_async(&mut self.redis.connection()).await

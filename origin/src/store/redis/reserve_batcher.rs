@@ -231,6 +231,7 @@ fn parse(reply: Vec<Value>, count: usize) -> RedisResult<Vec<ReserveOutcome>> {
     let whole = match verdict.as_str() {
         "each" => None,
         "unknown_product" => Some(ReserveOutcome::UnknownProduct),
+        "unchecked" => Some(ReserveOutcome::Unchecked),
         "not_started" => Some(ReserveOutcome::NotStarted),
         "ended" => Some(ReserveOutcome::Ended),
         _ => return Err(unexpected_reply()),
@@ -297,6 +298,11 @@ mod tests {
         assert_eq!(
             parse(vec![text("ended")], 2).unwrap(),
             vec![ReserveOutcome::Ended; 2]
+        );
+        assert_eq!(
+            parse(vec![text("unchecked")], 2).unwrap(),
+            vec![ReserveOutcome::Unchecked; 2],
+            "an item to check again refuses the whole batch"
         );
         assert!(parse(vec![text("each"), text("q:7")], 1).is_err());
         assert!(

@@ -3,20 +3,23 @@
 //!
 //! Owns, per product (all under the product's hash tag `{p<id>}`, so every
 //! script touches one slot): the item hash (`stock`, window, price, total,
-//! `seq` — the last reservation number), the members hash (what each
+//! `seq` — the last reservation number, `node` — on a cluster, the node
+//! that last checked it against the database), the members hash (what each
 //! member holds: see `MemberState`), the returned-stock set (reservations
 //! whose unit came back, so none comes back twice) and the applied
 //! stock-edit ledger; and, across products, the registry of live products
 //! that consumers and pollers iterate (one set per registry group). Stock only changes inside scripts:
 //! `reserve.lua` (through the batcher), `release.lua`, `adjust_stock.lua`
-//! and `repair_stock.lua`. The reserve and release scripts also write the
+//! and `repair_stock.lua` (and the preheat script when it rebuilds an
+//! item whose shard went back, and the acknowledgement of an order Redis
+//! never counted). The reserve and release scripts also write the
 //! product's order and dead-letter streams, in the same atomic call.
 
 use std::sync::Arc;
 
 use redis::{AsyncCommands, RedisResult, Script};
 use seckill_shared::keys::{MemberState, RegistryGroup, ORDER_GROUP};
-use seckill_shared::{MemberId, OrderId, ProductId};
+use seckill_shared::{MemberId, ProductId};
 
 use super::order_streams::QueueProgress;
 pub use super::reserve_batcher::ReplicaAcks;
@@ -52,6 +55,9 @@ pub enum ReserveOutcome {
     NotStarted,
     Ended,
     UnknownProduct,
+    /// The item was last checked against the database by another cluster
+    /// node (its shard changed hands): check it again, then reserve.
+    Unchecked,
 }
 
 /// What `adjust_stock.lua` did with one stock edit.
@@ -69,7 +75,8 @@ pub enum StockAdjustment {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PreheatMode {
     /// Start-up and recovery: live stock, members and reservation numbers
-    /// are kept; only the description is refreshed.
+    /// are kept and the description is refreshed, except what the database
+    /// shows Redis lost (its shard went back to older data).
     KeepLive,
     /// A sale just created: anything under its id is left from a creation
     /// that was rolled back, and is wiped first.
@@ -85,6 +92,35 @@ impl PreheatMode {
             Self::Replace => "replace",
             Self::Describe => "describe",
         }
+    }
+}
+
+/// How far above the database's highest reservation number a (re)loaded
+/// item's numbers start: more than Redis could have handed out and not yet
+/// written (numbers stay exact in the scripts up to 2^53, millions of
+/// reloads). A number handed out twice (once before Redis lost its data,
+/// once after) would make the second buyer's reservation fail as "already
+/// another member's order".
+const RELOAD_SEQ_GAP: i64 = 1_000_000_000;
+
+/// What the preheat of one item did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Preheated {
+    /// The item was not live and was loaded from the database.
+    pub loaded: bool,
+    /// Live orders the live item had not counted (Redis had gone back):
+    /// their units were taken and their members shown holding them.
+    pub counted: usize,
+    /// Cancelled orders and rejected reservations settled as a release.
+    pub settled: usize,
+    /// The reservation counter moved past the database's numbers.
+    pub seq_moved: bool,
+}
+
+impl Preheated {
+    /// A live item that had gone back behind the database and was rebuilt.
+    pub fn rebuilt(&self) -> bool {
+        !self.loaded && (self.counted > 0 || self.settled > 0 || self.seq_moved)
     }
 }
 
@@ -164,10 +200,18 @@ impl Stock {
         self.batcher.reserve(product, member).await
     }
 
-    /// Loads one item from its database row unless it is already live.
-    /// Returns true when it was loaded.
-    pub async fn preheat(&self, row: &ProductRow, live: &LiveOrders) -> RedisResult<bool> {
-        Ok(self.run_preheat(row, live, PreheatMode::KeepLive).await? == 1)
+    /// Loads one item from its database row unless it is already live; a
+    /// live item is brought in line with what the database knows that
+    /// Redis lost (see `preheat.lua`).
+    pub async fn preheat(&self, row: &ProductRow, live: &LiveOrders) -> RedisResult<Preheated> {
+        let (state, counted, settled, seq_moved) =
+            self.run_preheat(row, live, PreheatMode::KeepLive).await?;
+        Ok(Preheated {
+            loaded: state == 1,
+            counted: counted as usize,
+            settled: settled as usize,
+            seq_moved: seq_moved == 1,
+        })
     }
 
     /// Refreshes a live item's description (window, price, total) from its
@@ -176,6 +220,7 @@ impl Stock {
         Ok(self
             .run_preheat(row, &LiveOrders::default(), PreheatMode::Describe)
             .await?
+            .0
             == 0)
     }
 
@@ -239,7 +284,7 @@ impl Stock {
         row: &ProductRow,
         live: &LiveOrders,
         mode: PreheatMode,
-    ) -> RedisResult<i64> {
+    ) -> RedisResult<(i64, i64, i64, i64)> {
         let product = row.product_id();
         let mut conn = self.redis.connection();
         if mode != PreheatMode::Describe {
@@ -264,16 +309,23 @@ impl Stock {
             .arg(row.ends_at)
             .arg(row.flash_price_cents)
             .arg(script_integer(row.stock_total))
-            .arg(live.max_seq)
+            // A sale just created numbers from 1; an item (re)loaded or
+            // rebuilt, far above what the database holds.
+            .arg(if mode == PreheatMode::Replace {
+                0
+            } else {
+                live.max_seq.saturating_add(RELOAD_SEQ_GAP)
+            })
             .arg(ORDER_GROUP)
-            .arg(live.member_orders.len());
-        for &(member, order) in &live.member_orders {
-            let order = OrderId::new(order).expect("database ids are positive");
-            call.arg(member)
-                .arg(MemberState::Ordered { order }.encode());
+            .arg(live.live.len())
+            .arg(live.max_seq);
+        for order in &live.live {
+            call.arg(order.member).arg(order.order).arg(order.seq);
         }
-        for seq in &live.returned {
-            call.arg(*seq);
+        for returned in &live.returned {
+            call.arg(returned.seq)
+                .arg(returned.member)
+                .arg(returned.order.unwrap_or(0));
         }
         call.invoke_async(&mut conn).await
     }

@@ -22,8 +22,14 @@ local function field(list, name)
   end
 end
 
-local item = redis.call('HMGET', KEYS[1], 'stock', 'seq')
+local item = redis.call('HMGET', KEYS[1], 'stock', 'seq', 'node')
 if item[1] ~= ARGV[2] or (item[2] or '0') ~= ARGV[3] then
+  return 0
+end
+-- Last checked by another cluster node: the shard changed hands, and the
+-- check (preheat.lua) rebuilds what it lacks, member states included;
+-- setting the stock alone now would count those orders twice.
+if item[3] and redis.call('CLUSTER', 'MYID') ~= item[3] then
   return 0
 end
 local delivered = nil

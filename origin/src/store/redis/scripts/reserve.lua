@@ -8,8 +8,8 @@
 -- KEYS[4] this call's reply key ({p<id>}:reply:<call id>)
 -- ARGV[1] product id, ARGV[2] how long (ms) the reply is kept, ARGV[3..]
 -- member ids
--- Returns {'unknown_product' | 'not_started' | 'ended'} for the whole
--- batch, or {'each', r1, r2, ...}: 'q:<seq>:<stock left>' (queued), 'a'
+-- Returns {'unknown_product' | 'unchecked' | 'not_started' | 'ended'} for
+-- the whole batch, or {'each', r1, r2, ...}: 'q:<seq>:<stock left>' (queued), 'a'
 -- (already holds a reservation or order), 'x' (sold out).
 --
 -- A call can arrive twice (a client resends a request after an I/O error,
@@ -31,9 +31,17 @@ if replayed then
   return results
 end
 
-local fields = redis.call('HMGET', item, 'stock', 'starts_at', 'ends_at', 'price', 'seq')
+local fields = redis.call('HMGET', item, 'stock', 'starts_at', 'ends_at', 'price', 'seq', 'node')
 if not fields[1] then
   return {'unknown_product'}
+end
+-- On a cluster, the node that last checked the item against the database.
+-- Another node holding it now means the shard changed hands: a replica
+-- promoted may lack the last writes (reservations whose orders are already
+-- in the database, with the numbers this counter would hand out again), so
+-- nothing is sold until the origin has checked it again (preheat.lua).
+if fields[6] and redis.call('CLUSTER', 'MYID') ~= fields[6] then
+  return {'unchecked'}
 end
 
 local clock = redis.call('TIME')
