@@ -20,7 +20,7 @@ use worker::{
 };
 
 use crate::config::EdgeConfig;
-use crate::gate::{Admission, Batch, GateBook, Outcomes, SyncAnswer, SyncRequest};
+use crate::gate::{Admission, Arrival, Batch, GateBook, Outcomes, SyncAnswer, SyncRequest};
 use crate::handler::{variable, with_state};
 use crate::origin::OriginClient;
 
@@ -49,23 +49,27 @@ pub fn enabled(env: &Env, config: &EdgeConfig) -> bool {
     config.gate_overbook > 0.0 && env.durable_object(BINDING).is_ok()
 }
 
-/// Waits for this buyer's admission: it joins the isolate's queue for the
-/// product, and whichever waiting request finds no call in flight makes
-/// the next one for everybody queued.
+/// This buyer's admission: at once from the isolate's lease when it can,
+/// otherwise it joins the isolate's queue for the product, and whichever
+/// waiting request finds no call in flight makes the next one for
+/// everybody queued.
 pub async fn admit(
     env: &Env,
     config: &EdgeConfig,
     product: ProductId,
     member: MemberId,
 ) -> Admission {
-    let ticket = with_state(config, |s| s.gate(product).enqueue(member));
+    let ticket = match with_state(config, |s| s.gate(product).arrive(member, now_ms())) {
+        Arrival::Decided(admission) => return admission,
+        Arrival::Waiting(ticket) => ticket,
+    };
     let started = now_ms();
-    let stale_ms = config.origin_timeout.as_millis() as u64 + 1_000;
+    let stale_ms = stale_ms(config);
     loop {
         if let Some(admission) = with_state(config, |s| s.gate(product).take(ticket)) {
             return admission;
         }
-        if let Some(batch) = with_state(config, |s| s.gate(product).start(now_ms(), stale_ms)) {
+        if let Some(batch) = start(config, product) {
             call(env, config, product, batch).await;
             continue;
         }
@@ -77,27 +81,48 @@ pub async fn admit(
     }
 }
 
-/// Records an admitted buy's outcome and sends what is unreported (run
-/// after the answer, under `wait_until`, so the budget frees at once even
-/// when no buyer follows).
+/// How long a call may be out before another request takes over.
+fn stale_ms(config: &EdgeConfig) -> u64 {
+    config.origin_timeout.as_millis() as u64 + 1_000
+}
+
+fn start(config: &EdgeConfig, product: ProductId) -> Option<Batch> {
+    let stale_ms = stale_ms(config);
+    with_state(config, |s| {
+        let holder = s.holder();
+        s.gate(product).start(holder, product, now_ms(), stale_ms)
+    })
+}
+
+/// Records an admitted buy's outcome; it goes to the object with the next
+/// call (at the latest when the lease ends).
 pub async fn report(env: Env, config: EdgeConfig, product: ProductId, outcome: Outcomes) {
     with_state(&config, |s| s.gate(product).record(outcome));
-    let stale_ms = config.origin_timeout.as_millis() as u64 + 1_000;
-    while let Some(batch) = with_state(&config, |s| s.gate(product).start(now_ms(), stale_ms)) {
-        call(&env, &config, product, batch).await;
+    settle(env, config, product).await;
+}
+
+/// The isolate's one task per product that, each time the lease ends,
+/// returns what is unspent, reports outcomes and renews the lease while
+/// buyers keep coming (run under `wait_until`; it ends when there is
+/// nothing left to tell, and the next buyer starts another).
+pub async fn settle(env: Env, config: EdgeConfig, product: ProductId) {
+    if !with_state(&config, |s| s.gate(product).claim_settler()) {
+        return;
+    }
+    while let Some(due_ms) = with_state(&config, |s| s.gate(product).settle_due(now_ms())) {
+        let wait_ms = due_ms.saturating_sub(now_ms()).max(1);
+        Delay::from(Duration::from_millis(wait_ms)).await;
+        if let Some(batch) = start(&config, product) {
+            call(&env, &config, product, batch).await;
+        }
     }
 }
 
 /// One call to the product's object; its answer (or failure) decides the
-/// batch's buyers.
+/// batch's buyers and sets the next lease.
 async fn call(env: &Env, config: &EdgeConfig, product: ProductId, batch: Batch) {
-    let request = SyncRequest {
-        product,
-        holder: with_state(config, |s| s.holder()),
-        members: batch.members.clone(),
-        outcomes: batch.outcomes,
-    };
-    let answer = match within(config.origin_timeout, send(env, &request)).await {
+    let request = &batch.request;
+    let answer = match within(config.origin_timeout, send(env, request)).await {
         Some(Ok(answer)) if answer.admissions.len() == request.members.len() => Some(answer),
         Some(Ok(_)) => {
             worker::console_error!("admission gate for {product}: answer of the wrong length");
@@ -112,7 +137,9 @@ async fn call(env: &Env, config: &EdgeConfig, product: ProductId, batch: Batch) 
             None
         }
     };
-    with_state(config, |s| s.gate(product).finish(batch, answer.as_ref()));
+    with_state(config, |s| {
+        s.gate(product).finish(batch, answer.as_ref(), now_ms())
+    });
 }
 
 async fn send(env: &Env, request: &SyncRequest) -> Result<SyncAnswer> {

@@ -166,7 +166,11 @@ async fn buy(
     };
     let gated = admission::enabled(env, config);
     if gated {
-        match admission::admit(env, config, product, member).await {
+        let admission = admission::admit(env, config, product, member).await;
+        // Whatever the answer, the isolate's lease is reported and renewed
+        // when it ends (this starts the settling task if none runs).
+        ctx.wait_until(admission::settle(env.clone(), config.clone(), product));
+        match admission {
             Admission::Admit => {}
             Admission::Busy => return sale_busy(),
             Admission::SoldOut => return edge_error(&Refusal::new(ErrorCode::SoldOut)),
