@@ -189,13 +189,9 @@ impl worker::DurableObject for AdmissionGate {
         if self.book.borrow().is_none() {
             *self.book.borrow_mut() = Some(GateBook::new(config.gate_settings()));
         }
+        let blocked = self.with_book(|book| book.take_report(&request, now_ms()));
         self.read_stock(&config, request.product).await;
-        let answer = self
-            .book
-            .borrow_mut()
-            .as_mut()
-            .map(|book| book.sync(&request, now_ms()))
-            .expect("the book was made above");
+        let answer = self.with_book(|book| book.answer(&request, now_ms(), blocked));
         Response::from_json(&answer)
     }
 }
@@ -215,7 +211,17 @@ impl AdmissionGate {
             let stock = self.fetch_stock(config, product).await;
             self.reading.set(false);
             match stock {
-                Ok(stock_left) => self.with_book(|book| book.apply_read(stock_left, sent)),
+                Ok(stock_left) => {
+                    // The object's load, where an operator (or a test) can
+                    // read it: calls answered so far.
+                    let calls = self.with_book(|book| {
+                        book.apply_read(stock_left, sent);
+                        book.calls()
+                    });
+                    worker::console_log!(
+                        "admission gate for {product}: stock left {stock_left}, {calls} calls answered"
+                    );
+                }
                 Err(err) => {
                     worker::console_error!("admission gate for {product}: stock read: {err}")
                 }

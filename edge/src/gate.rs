@@ -292,6 +292,15 @@ impl GateBook {
     /// Takes an isolate's report, answers its waiting buyers and leases it
     /// a slice of what is left.
     pub fn sync(&mut self, request: &SyncRequest, now_ms: u64) -> SyncAnswer {
+        let blocked = self.take_report(request, now_ms);
+        self.answer(request, now_ms, blocked)
+    }
+
+    /// The first half of [`GateBook::sync`]: what the isolate reports (the
+    /// object applies it before it decides whether to read the stock, so
+    /// outcomes that empty the book are asked about at once). Returns the
+    /// members it blocks.
+    pub fn take_report(&mut self, request: &SyncRequest, now_ms: u64) -> Vec<(MemberId, u64)> {
         self.calls += 1;
         let timeout = self.settings.holder_timeout_ms;
         self.holders
@@ -320,6 +329,17 @@ impl GateBook {
                 }
             }
         }
+        blocked
+    }
+
+    /// The second half of [`GateBook::sync`]: the isolate's waiting buyers
+    /// decided and its next lease.
+    pub fn answer(
+        &mut self,
+        request: &SyncRequest,
+        now_ms: u64,
+        mut blocked: Vec<(MemberId, u64)>,
+    ) -> SyncAnswer {
         let lease_ms = self.settings.lease_ms;
         if self.reading.is_none() {
             return SyncAnswer {
