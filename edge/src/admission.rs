@@ -20,7 +20,9 @@ use worker::{
 };
 
 use crate::config::EdgeConfig;
-use crate::gate::{Admission, Arrival, Batch, GateBook, Outcomes, SyncAnswer, SyncRequest};
+use crate::gate::{
+    Admission, Arrival, Batch, GateBook, Outcomes, ShardBook, SyncAnswer, SyncRequest,
+};
 use crate::handler::{variable, with_state};
 use crate::origin::OriginClient;
 
@@ -143,9 +145,13 @@ async fn call(env: &Env, config: &EdgeConfig, product: ProductId, batch: Batch) 
 }
 
 async fn send(env: &Env, request: &SyncRequest) -> Result<SyncAnswer> {
+    let name = match request.shard {
+        None => format!("product-{}", request.product),
+        Some(shard) => format!("product-{}-shard-{shard}", request.product),
+    };
     let stub = env
         .durable_object(BINDING)?
-        .id_from_name(&format!("product-{}", request.product))?
+        .id_from_name(&name)?
         .get_stub()?;
     let headers = Headers::new();
     headers.set("content-type", "application/json")?;
@@ -165,20 +171,32 @@ async fn send(env: &Env, request: &SyncRequest) -> Result<SyncAnswer> {
     answer.json().await
 }
 
-/// One product's admission gate.
-#[durable_object(fetch)]
+/// One product's admission gate: the product's root object (it reads the
+/// stock and keeps the book), or with `GATE_SHARDS` > 1 one of its shards
+/// (it leases from the root and serves the isolates that pick it).
+#[durable_object(alarm)]
 pub struct AdmissionGate {
+    state: State,
     env: Env,
     book: RefCell<Option<GateBook>>,
+    shard_book: RefCell<Option<ShardBook>>,
     reading: Cell<bool>,
+    /// A shard's call to the root is out.
+    syncing: Cell<bool>,
+    /// The shard this object is, once a call said so.
+    shard: Cell<Option<(u32, ProductId)>>,
 }
 
 impl worker::DurableObject for AdmissionGate {
-    fn new(_state: State, env: Env) -> Self {
+    fn new(state: State, env: Env) -> Self {
         Self {
+            state,
             env,
             book: RefCell::new(None),
+            shard_book: RefCell::new(None),
             reading: Cell::new(false),
+            syncing: Cell::new(false),
+            shard: Cell::new(None),
         }
     }
 
@@ -186,6 +204,9 @@ impl worker::DurableObject for AdmissionGate {
         let config = EdgeConfig::from_vars(|name| variable(&self.env, name))
             .map_err(worker::Error::RustError)?;
         let request: SyncRequest = req.json().await?;
+        if let Some(shard) = request.shard {
+            return Response::from_json(&self.serve_as_shard(&config, shard, &request).await);
+        }
         if self.book.borrow().is_none() {
             *self.book.borrow_mut() = Some(GateBook::new(config.gate_settings()));
         }
@@ -194,9 +215,118 @@ impl worker::DurableObject for AdmissionGate {
         let answer = self.with_book(|book| book.answer(&request, now_ms(), blocked));
         Response::from_json(&answer)
     }
+
+    /// A shard whose isolates went quiet still owes the root their
+    /// outcomes and returns: it reports them when its lease ends.
+    async fn alarm(&self) -> Result<Response> {
+        let config = EdgeConfig::from_vars(|name| variable(&self.env, name))
+            .map_err(worker::Error::RustError)?;
+        if let Some((shard, product)) = self.shard.get() {
+            if !self.syncing.get() && self.with_shard(|book| book.owes_root()) {
+                self.sync_with_root(&config, shard, product, Vec::new())
+                    .await;
+            }
+            self.schedule_report().await;
+        }
+        Response::empty()
+    }
 }
 
 impl AdmissionGate {
+    fn with_shard<T>(&self, f: impl FnOnce(&mut ShardBook) -> T) -> T {
+        f(self
+            .shard_book
+            .borrow_mut()
+            .as_mut()
+            .expect("the shard's book exists"))
+    }
+
+    /// An isolate's call to this shard: like the root's, except that the
+    /// supply comes from the root, asked when the shard's lease is over or
+    /// spent (carrying the waiting buyers, which the root decides).
+    async fn serve_as_shard(
+        &self,
+        config: &EdgeConfig,
+        shard: u32,
+        request: &SyncRequest,
+    ) -> SyncAnswer {
+        if self.shard_book.borrow().is_none() {
+            *self.shard_book.borrow_mut() = Some(ShardBook::new(config.gate_settings()));
+        }
+        self.shard.set(Some((shard, request.product)));
+        let blocked = self.with_shard(|book| book.take_report(request, now_ms()));
+        let mut decided = None;
+        if !self.syncing.get() && self.with_shard(|book| book.root_due(request, now_ms())) {
+            decided = self
+                .sync_with_root(config, shard, request.product, request.members.clone())
+                .await;
+        } else {
+            // The first calls wait for the shard's first word from the root.
+            let started = now_ms();
+            while self.syncing.get()
+                && !self.with_shard(|book| book.has_root_answer())
+                && now_ms().saturating_sub(started) < config.origin_timeout.as_millis() as u64
+            {
+                Delay::from(Duration::from_millis(5)).await;
+            }
+        }
+        let answer =
+            self.with_shard(|book| book.answer(request, now_ms(), blocked, decided.as_deref()));
+        self.schedule_report().await;
+        answer
+    }
+
+    /// One call to the root; returns its admissions for `members`.
+    async fn sync_with_root(
+        &self,
+        config: &EdgeConfig,
+        shard: u32,
+        product: ProductId,
+        members: Vec<MemberId>,
+    ) -> Option<Vec<Admission>> {
+        self.syncing.set(true);
+        let sent_ms = now_ms();
+        let up = self.with_shard(|book| book.root_request(shard, product, sent_ms, members));
+        let answer = match within(config.origin_timeout, send(&self.env, &up)).await {
+            Some(Ok(answer)) if answer.admissions.len() == up.members.len() => Some(answer),
+            Some(Ok(_)) => None,
+            Some(Err(err)) => {
+                worker::console_error!("admission gate shard {shard} of {product}: {err}");
+                None
+            }
+            None => {
+                worker::console_error!(
+                    "admission gate shard {shard} of {product}: no answer in time"
+                );
+                None
+            }
+        };
+        self.syncing.set(false);
+        let decided = answer.as_ref().map(|answer| answer.admissions.clone());
+        self.with_shard(|book| book.apply_root(up, answer.as_ref(), sent_ms, now_ms()));
+        decided
+    }
+
+    /// Wakes the shard when its lease ends while it owes the root.
+    async fn schedule_report(&self) {
+        let Some(due_ms) = self
+            .shard_book
+            .borrow()
+            .as_ref()
+            .and_then(|book| book.owes_root().then(|| book.supply_until_ms()))
+        else {
+            return;
+        };
+        let storage = self.state.storage();
+        if matches!(storage.get_alarm().await, Ok(Some(_))) {
+            return;
+        }
+        let offset_ms = due_ms.saturating_sub(now_ms()).max(1);
+        if let Err(err) = storage.set_alarm(offset_ms as i64).await {
+            worker::console_error!("admission gate shard: alarm: {err}");
+        }
+    }
+
     fn with_book<T>(&self, f: impl FnOnce(&mut GateBook) -> T) -> T {
         f(self.book.borrow_mut().as_mut().expect("the book exists"))
     }

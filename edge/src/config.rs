@@ -30,6 +30,8 @@ pub struct EdgeConfig {
     pub gate_reread: Duration,
     /// How long an isolate's lease of admissions lasts.
     pub gate_lease: Duration,
+    /// Objects each product's gate is sharded over.
+    pub gate_shards: u32,
     /// Where the per-member rate limit is kept.
     pub member_limits: MemberLimits,
 }
@@ -122,6 +124,11 @@ pub const SETTINGS: &[Setting] = &[
         default: "200",
         meaning: "how long an isolate's lease of admissions lasts: it admits buyers from it without asking the gate, and reports and renews it once per lease",
     },
+    Setting {
+        name: "GATE_SHARDS",
+        default: "1",
+        meaning: "objects each product's gate is spread over (1 to 64): isolates call a shard picked by their id, and shards lease from the product's root object the same way (for more than one object's ~1,000 calls a second)",
+    },
 ];
 
 /// The declared default of `name`.
@@ -185,6 +192,10 @@ impl EdgeConfig {
                 lease if (1..=10_000).contains(&lease.as_millis()) => lease,
                 _ => return Err("GATE_LEASE_MS: from 1 to 10000".to_string()),
             },
+            gate_shards: match value(&get, "GATE_SHARDS").trim().parse::<u32>() {
+                Ok(shards) if (1..=64).contains(&shards) => shards,
+                _ => return Err("GATE_SHARDS: a whole number from 1 to 64".to_string()),
+            },
             member_limits: match value(&get, "MEMBER_LIMITS").trim() {
                 "gate" => MemberLimits::Gate,
                 "isolate" => MemberLimits::Isolate,
@@ -215,6 +226,7 @@ impl EdgeConfig {
             lease_ms: self.gate_lease.as_millis() as u64,
             check_members: self.member_limits == MemberLimits::Gate,
             recheck_ms: (1_000.0 / self.rate_limit.per_second).ceil() as u64,
+            shards: self.gate_shards,
         }
     }
 }

@@ -89,6 +89,15 @@ pub struct SyncRequest {
     pub demand: u32,
     /// Outcomes since the isolate's last call.
     pub outcomes: Outcomes,
+    /// Admissions reported spent earlier that were not used after all (a
+    /// shard reports what it gave out as spent at once, and corrects it
+    /// when its isolates return what they did not use).
+    #[serde(default)]
+    pub unspent: u32,
+    /// The shard of the product's gate this goes to (`GATE_SHARDS` > 1);
+    /// `None`: the product's root object.
+    #[serde(default)]
+    pub shard: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -317,8 +326,8 @@ impl GateBook {
         // The old lease ends with this call: what was spent of it waits on
         // the origin now, the rest is free again.
         holder.lease = 0;
-        holder.unresolved =
-            (holder.unresolved + request.spent).saturating_sub(request.outcomes.total());
+        holder.unresolved = (holder.unresolved + request.spent)
+            .saturating_sub(request.outcomes.total() + request.unspent);
 
         let mut blocked = Vec::new();
         if let Some(limiter) = self.limiter.as_mut() {
@@ -409,6 +418,346 @@ impl GateBook {
     }
 }
 
+/// Isolates' holder ids are random below this; shards' are above it. (Ids
+/// go through JSON in JavaScript: they stay below 2^53.)
+pub const ISOLATE_HOLDERS: u64 = 1 << 52;
+
+/// The holder id a shard has at the product's root object.
+pub fn shard_holder(shard: u32) -> u64 {
+    ISOLATE_HOLDERS + u64::from(shard)
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ShardHolder {
+    unresolved: u32,
+    lease: u32,
+    /// The root lease the isolate's lease was given from.
+    epoch: u64,
+    demand: u32,
+    seen_ms: u64,
+}
+
+/// What a shard owes the root: everything it gave out counts as spent at
+/// once; what comes back unused later is `unspent`.
+#[derive(Debug, Default, Clone)]
+struct ToRoot {
+    spent: u64,
+    unspent: u64,
+    spent_members: Vec<MemberId>,
+    outcomes: Outcomes,
+}
+
+/// One shard of a product's gate (`GATE_SHARDS` > 1): it serves its
+/// isolates exactly as the root serves isolates, but instead of reading
+/// the stock it leases its supply from the product's root object with the
+/// same protocol one level up (the shard is one holder there). So the
+/// budget is never split into fixed fractions: a shard holds only what its
+/// isolates asked for in the last lease, and returns the rest.
+pub struct ShardBook {
+    settings: GateSettings,
+    holders: HashMap<u64, ShardHolder>,
+    /// Units leased from the root, free to give out until `supply_until_ms`.
+    supply: u64,
+    supply_until_ms: u64,
+    /// Which root lease `supply` is.
+    epoch: u64,
+    /// The root's last word on what lies beyond its lease (`None`: never
+    /// heard from).
+    root_beyond: Option<Admission>,
+    to_root: ToRoot,
+    limiter: Option<RateLimiter>,
+    /// Members the root blocked, until when: relayed to every isolate.
+    blocks: HashMap<MemberId, u64>,
+    calls: u64,
+}
+
+impl ShardBook {
+    pub fn new(settings: GateSettings) -> Self {
+        Self {
+            settings,
+            holders: HashMap::new(),
+            supply: 0,
+            supply_until_ms: 0,
+            epoch: 0,
+            root_beyond: None,
+            to_root: ToRoot::default(),
+            limiter: settings
+                .member_limit
+                .map(|limit| RateLimiter::new(limit, LIMITED_MEMBERS)),
+            blocks: HashMap::new(),
+            calls: 0,
+        }
+    }
+
+    pub fn calls(&self) -> u64 {
+        self.calls
+    }
+
+    pub fn has_root_answer(&self) -> bool {
+        self.root_beyond.is_some()
+    }
+
+    /// What is free to give out now.
+    fn available(&self, now_ms: u64) -> u64 {
+        if now_ms < self.supply_until_ms {
+            self.supply
+        } else {
+            0
+        }
+    }
+
+    /// True when the shard should call the root before answering: never
+    /// heard from it, its lease is over, or it is spent while the root may
+    /// have more and buyers ask.
+    pub fn root_due(&self, request: &SyncRequest, now_ms: u64) -> bool {
+        let asked = !request.members.is_empty() || request.demand > 0;
+        match self.root_beyond {
+            None => true,
+            Some(beyond) => {
+                now_ms >= self.supply_until_ms
+                    || (self.available(now_ms) == 0 && beyond == Admission::Admit && asked)
+            }
+        }
+    }
+
+    /// True while the root has not heard everything (outcomes, what was
+    /// given out or returned): it is told when the lease ends.
+    pub fn owes_root(&self) -> bool {
+        let owed = &self.to_root;
+        owed.spent > 0 || owed.unspent > 0 || !owed.outcomes.is_empty()
+    }
+
+    pub fn supply_until_ms(&self) -> u64 {
+        self.supply_until_ms
+    }
+
+    /// The shard's call to the root: it ends the shard's lease (what is
+    /// left of the supply goes back) and asks for its isolates' demand;
+    /// `members` are the buyers of the isolate call that made it due, for
+    /// the root to decide first come, first served from all it has.
+    pub fn root_request(
+        &mut self,
+        shard: u32,
+        product: ProductId,
+        now_ms: u64,
+        members: Vec<MemberId>,
+    ) -> SyncRequest {
+        let lease_ms = self.settings.lease_ms;
+        let demand: u64 = self
+            .holders
+            .values()
+            .filter(|h| now_ms.saturating_sub(h.seen_ms) < 2 * lease_ms)
+            .map(|h| u64::from(h.demand))
+            .sum();
+        self.supply = 0;
+        self.supply_until_ms = 0;
+        self.epoch += 1;
+        let owed = std::mem::take(&mut self.to_root);
+        SyncRequest {
+            product,
+            holder: shard_holder(shard),
+            members,
+            spent: owed.spent.min(u64::from(u32::MAX)) as u32,
+            spent_members: owed.spent_members,
+            demand: demand.min(u64::from(u32::MAX)) as u32,
+            outcomes: owed.outcomes,
+            unspent: owed.unspent.min(u64::from(u32::MAX)) as u32,
+            shard: None,
+        }
+    }
+
+    /// The root's answer to `request`, sent at `sent_ms` (`None`: the call
+    /// failed; what it reported goes with the next one, and the shard says
+    /// busy for one lease).
+    pub fn apply_root(
+        &mut self,
+        request: SyncRequest,
+        answer: Option<&SyncAnswer>,
+        sent_ms: u64,
+        now_ms: u64,
+    ) {
+        match answer {
+            Some(answer) => {
+                self.supply = u64::from(answer.lease);
+                self.supply_until_ms = sent_ms + answer.lease_ms;
+                self.root_beyond = Some(answer.beyond);
+                for &(member, wait_ms) in &answer.blocked {
+                    self.blocks.insert(member, now_ms + wait_ms);
+                }
+            }
+            None => {
+                self.supply_until_ms = now_ms + self.settings.lease_ms;
+                self.root_beyond = Some(Admission::Busy);
+                self.to_root.spent += u64::from(request.spent);
+                self.to_root.unspent += u64::from(request.unspent);
+                self.to_root.outcomes.add(request.outcomes);
+                self.to_root.spent_members.extend(request.spent_members);
+            }
+        }
+    }
+
+    /// The first half of an isolate's call: what it reports.
+    pub fn take_report(&mut self, request: &SyncRequest, now_ms: u64) -> Vec<(MemberId, u64)> {
+        self.calls += 1;
+        let timeout = self.settings.holder_timeout_ms;
+        let owed = &mut self.to_root;
+        self.holders.retain(|_, h| {
+            let alive = now_ms.saturating_sub(h.seen_ms) < timeout;
+            if !alive {
+                // A silent isolate's buys have been answered or timed out,
+                // and its lease is long over: the root gets them back.
+                owed.unspent += u64::from(h.unresolved) + u64::from(h.lease);
+            }
+            alive
+        });
+        let epoch = self.epoch;
+        let holder = self.holders.entry(request.holder).or_insert(ShardHolder {
+            unresolved: 0,
+            lease: 0,
+            epoch,
+            demand: 0,
+            seen_ms: now_ms,
+        });
+        holder.seen_ms = now_ms;
+        holder.demand = request.demand.max(request.members.len() as u32);
+        let returned = u64::from(holder.lease.saturating_sub(request.spent));
+        if holder.epoch == epoch {
+            // Not yet reported to the root: take it back from what is owed.
+            self.to_root.spent = self.to_root.spent.saturating_sub(returned);
+            if now_ms < self.supply_until_ms {
+                self.supply += returned;
+            }
+        } else {
+            self.to_root.unspent += returned;
+        }
+        holder.lease = 0;
+        let resolved = request.outcomes.total() + request.unspent;
+        let excess = (holder.unresolved + request.spent).saturating_sub(resolved);
+        holder.unresolved = excess;
+        self.to_root.outcomes.add(request.outcomes);
+        self.to_root
+            .spent_members
+            .extend(request.spent_members.iter().copied());
+        let mut blocked = Vec::new();
+        if let Some(limiter) = self.limiter.as_mut() {
+            for &member in &request.spent_members {
+                let wait_ms = limiter.charge(member, now_ms);
+                if wait_ms > 0 {
+                    blocked.push((member, wait_ms));
+                }
+            }
+        }
+        blocked
+    }
+
+    /// The second half: the isolate's waiting buyers decided from the
+    /// supply, and its next lease.
+    /// `decided`: the root's admissions for the request's members, when
+    /// the shard carried them to the root (already counted there).
+    pub fn answer(
+        &mut self,
+        request: &SyncRequest,
+        now_ms: u64,
+        mut blocked: Vec<(MemberId, u64)>,
+        decided: Option<&[Admission]>,
+    ) -> SyncAnswer {
+        let lease_ms = self.settings.lease_ms;
+        self.blocks.retain(|_, until| now_ms < *until);
+        blocked.extend(self.blocks.iter().map(|(m, until)| (*m, until - now_ms)));
+        let Some(root_beyond) = self.root_beyond else {
+            return SyncAnswer {
+                admissions: vec![Admission::Unavailable; request.members.len()],
+                lease: 0,
+                lease_ms,
+                beyond: Admission::Unavailable,
+                blocked,
+            };
+        };
+        let refusal = match root_beyond {
+            Admission::Admit => Admission::Busy,
+            other => other,
+        };
+        let mut available = self.available(now_ms);
+        let mut admitted = 0;
+        let to_root = &mut self.to_root;
+        if let Some(decided) = decided.filter(|d| d.len() == request.members.len()) {
+            let at_root = decided.iter().filter(|a| **a == Admission::Admit).count() as u32;
+            if let Some(holder) = self.holders.get_mut(&request.holder) {
+                holder.unresolved += at_root;
+            }
+            return self.finish_answer(request, now_ms, decided.to_vec(), 0, blocked);
+        }
+        let admissions = request
+            .members
+            .iter()
+            .map(|&member| {
+                if let Some(limiter) = self.limiter.as_mut() {
+                    if !limiter.allow(member, now_ms) {
+                        blocked.push((member, limiter.refused_for_ms(member, now_ms)));
+                        return Admission::RateLimited;
+                    }
+                    // The root charges it too: the limit spans shards.
+                    to_root.spent_members.push(member);
+                }
+                if available > 0 {
+                    available -= 1;
+                    admitted += 1;
+                    Admission::Admit
+                } else {
+                    refusal
+                }
+            })
+            .collect();
+        self.supply = available;
+        self.to_root.spent += u64::from(admitted);
+        if let Some(holder) = self.holders.get_mut(&request.holder) {
+            holder.unresolved += admitted;
+        }
+        self.finish_answer(request, now_ms, admissions, admitted, blocked)
+    }
+
+    /// The isolate's next lease, from what is left of the supply.
+    fn finish_answer(
+        &mut self,
+        request: &SyncRequest,
+        now_ms: u64,
+        admissions: Vec<Admission>,
+        _admitted: u32,
+        blocked: Vec<(MemberId, u64)>,
+    ) -> SyncAnswer {
+        let lease_ms = self.settings.lease_ms;
+        let root_beyond = self.root_beyond.unwrap_or(Admission::Unavailable);
+        let mut available = self.available(now_ms);
+        let epoch = self.epoch;
+        let leasing = 1 + self
+            .holders
+            .iter()
+            .filter(|(id, h)| **id != request.holder && h.lease > 0 && h.epoch == epoch)
+            .count() as u64;
+        let share = (available / (2 * leasing)).max(u64::from(available > 0));
+        let lease = share.min(u64::from(request.demand)) as u32;
+        available -= u64::from(lease);
+        self.supply = available;
+        self.to_root.spent += u64::from(lease);
+        if let Some(holder) = self.holders.get_mut(&request.holder) {
+            holder.lease = lease;
+            holder.epoch = epoch;
+        }
+        let beyond = if available > 0 {
+            Admission::Admit
+        } else {
+            root_beyond
+        };
+        SyncAnswer {
+            admissions,
+            lease,
+            lease_ms,
+            beyond,
+            blocked,
+        }
+    }
+}
+
 /// One call to the object: who it asks for and what it reports.
 #[derive(Debug, Clone)]
 pub struct Batch {
@@ -435,6 +784,15 @@ pub struct QueueSettings {
     /// `recheck_ms` is decided by the object, not from the lease.
     pub check_members: bool,
     pub recheck_ms: u64,
+    /// Objects a product's gate is sharded over (1: the root only).
+    pub shards: u32,
+}
+
+impl QueueSettings {
+    /// The shard this isolate calls, by its holder id.
+    pub fn shard_of(&self, holder: u64) -> Option<u32> {
+        (self.shards > 1).then(|| (holder % u64::from(self.shards)) as u32)
+    }
 }
 
 /// Members remembered as recent or blocked before the lists are pruned.
@@ -596,6 +954,8 @@ impl GateQueue {
             product,
             holder,
             members,
+            unspent: 0,
+            shard: self.settings.shard_of(holder),
             spent: std::mem::take(&mut self.spent),
             spent_members: std::mem::take(&mut self.spent_members),
             demand,
@@ -718,6 +1078,8 @@ mod tests {
             spent_members: Vec::new(),
             demand: 0,
             outcomes,
+            unspent: 0,
+            shard: None,
         }
     }
 
@@ -950,6 +1312,7 @@ mod tests {
             lease_ms: LEASE_MS,
             check_members,
             recheck_ms: 500,
+            shards: 1,
         })
     }
 
@@ -1100,6 +1463,123 @@ mod tests {
         ticket(queue.arrive(m(4), 300));
         assert!(queue.start(9, p(), 300, 1_000).is_none());
         assert!(queue.start(9, p(), 50 + LEASE_MS + 1_000, 1_000).is_some());
+    }
+
+    /// A shard's call, with the root's part played by `root` when due.
+    fn via_shard(
+        root: &mut GateBook,
+        shard: &mut ShardBook,
+        request: &SyncRequest,
+        now_ms: u64,
+    ) -> SyncAnswer {
+        let blocked = shard.take_report(request, now_ms);
+        if shard.root_due(request, now_ms) {
+            let up = shard.root_request(0, p(), now_ms, request.members.clone());
+            let answer = root.sync(&up, now_ms);
+            shard.apply_root(up, Some(&answer), now_ms, now_ms);
+            return shard.answer(request, now_ms, blocked, Some(&answer.admissions));
+        }
+        shard.answer(request, now_ms, blocked, None)
+    }
+
+    #[test]
+    fn a_shard_leases_from_the_root_and_returns_what_its_isolates_leave() {
+        let mut root = book(100, 2.0);
+        let mut shard = ShardBook::new(settings(2.0));
+        let first = via_shard(&mut root, &mut shard, &lease(7, 1_000, 0), 0);
+        // The root leased the shard half its 200; the shard, half of that.
+        assert_eq!((first.lease, first.beyond), (50, Admission::Admit));
+        assert_eq!(root.held(0), 100);
+        // 20 spent; the other 30 go back to the shard's supply.
+        let renewed = via_shard(&mut root, &mut shard, &lease(7, 0, 20), 150);
+        assert_eq!(renewed.lease, 0);
+        // The root lease over, the shard reports: 20 given out, 20 sold.
+        let sold = SyncRequest {
+            outcomes: Outcomes {
+                accepted: 20,
+                ..Outcomes::default()
+            },
+            ..ask(7, 0..0, Outcomes::default())
+        };
+        via_shard(&mut root, &mut shard, &sold, LEASE_MS);
+        assert!(!shard.owes_root());
+        assert_eq!(root.held(LEASE_MS), 0);
+        assert_eq!(root.stock_left(), 80);
+    }
+
+    #[test]
+    fn a_lease_older_than_the_shards_renewal_comes_back_as_unspent() {
+        let mut root = book(100, 2.0);
+        let mut shard = ShardBook::new(settings(2.0));
+        assert_eq!(
+            via_shard(&mut root, &mut shard, &lease(7, 1_000, 0), 0).lease,
+            50
+        );
+        // Another isolate renews the shard's lease: the 50 out count as
+        // spent at the root.
+        let other = via_shard(&mut root, &mut shard, &lease(8, 100, 0), LEASE_MS);
+        assert_eq!(root.held(LEASE_MS), 50 + 75, "50 reported, 75 leased");
+        assert_eq!(other.lease, 37);
+        // The first isolate used 10 of its 50: 40 are owed back.
+        via_shard(&mut root, &mut shard, &lease(7, 0, 10), 210);
+        via_shard(&mut root, &mut shard, &lease(8, 0, 37), 2 * LEASE_MS);
+        assert_eq!(root.held(2 * LEASE_MS), 10 + 37);
+    }
+
+    #[test]
+    fn a_silent_isolate_of_a_shard_gives_the_root_its_holdings_back() {
+        let mut root = book(10, 1.0);
+        let mut shard = ShardBook::new(GateSettings {
+            holder_timeout_ms: 5_000,
+            ..settings(1.0)
+        });
+        let first = via_shard(&mut root, &mut shard, &ask(7, 1..3, Outcomes::default()), 0);
+        assert_eq!(count(&first, Admission::Admit), 2, "decided by the root");
+        assert_eq!(root.held(0), 2 + 2, "and two leased for the demand");
+        // Isolate 7 falls silent; the shard gives back its two unresolved
+        // at its next call to the root (the root still hears the shard).
+        let later = 6_000;
+        via_shard(&mut root, &mut shard, &lease(8, 0, 0), later);
+        assert_eq!(root.held(later), 0);
+        assert!(!shard.owes_root());
+    }
+
+    #[test]
+    fn a_shard_says_what_the_root_says() {
+        let mut root = book(2, 1.0);
+        let mut shard = ShardBook::new(settings(1.0));
+        let lonely = ShardBook::new(settings(1.0)).answer(
+            &ask(1, 1..2, Outcomes::default()),
+            0,
+            vec![],
+            None,
+        );
+        assert_eq!(lonely.admissions, vec![Admission::Unavailable]);
+        let first = via_shard(&mut root, &mut shard, &ask(1, 1..4, Outcomes::default()), 0);
+        assert_eq!(
+            first.admissions,
+            vec![Admission::Admit, Admission::Admit, Admission::Busy]
+        );
+        let done = Outcomes {
+            accepted: 2,
+            ..Outcomes::default()
+        };
+        let report = SyncRequest {
+            outcomes: done,
+            ..ask(1, 4..5, Outcomes::default())
+        };
+        // The root reads zero: sold out, through the shard.
+        let _ = via_shard(&mut root, &mut shard, &report, LEASE_MS);
+        let sent = root.read_sent(LEASE_MS);
+        root.apply_read(0, sent);
+        let closed = via_shard(
+            &mut root,
+            &mut shard,
+            &ask(1, 5..6, Outcomes::default()),
+            2 * LEASE_MS,
+        );
+        assert_eq!(closed.admissions, vec![Admission::SoldOut]);
+        assert_eq!(closed.beyond, Admission::SoldOut);
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub(crate) fn with_state<T>(config: &EdgeConfig, f: impl FnOnce(&mut EdgeState) 
     STATE.with(|cell| {
         let mut slot = cell.borrow_mut();
         f(slot.get_or_insert_with(|| {
-            let holder = (worker::js_sys::Math::random() * 9_007_199_254_740_991.0) as u64;
+            let holder = (worker::js_sys::Math::random() * gate::ISOLATE_HOLDERS as f64) as u64;
             EdgeState::new(config, holder)
         }))
     })

@@ -747,7 +747,17 @@ async fn crowd(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crowd_with_the_origin_far_away_sends_about_overbook_buys_per_unit() {
-    let label = "edge_gate_far_crowd";
+    far_crowd("edge_gate_far_crowd", &[]).await;
+}
+
+/// The same crowd through a gate sharded over four objects that lease
+/// from the product's root object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crowd_through_a_sharded_gate_sends_about_overbook_buys_per_unit() {
+    far_crowd("edge_gate_far_crowd_sharded", &[("GATE_SHARDS", "4")]).await;
+}
+
+async fn far_crowd(label: &str, vars: &[(&str, &str)]) {
     let redis = RedisServer::start().await;
     let db = TestDatabase::create(Backend::Sqlite).await;
     let app = TestApp::start(redis.url(), &db, AppSettings::new()).await;
@@ -757,7 +767,9 @@ async fn a_crowd_with_the_origin_far_away_sends_about_overbook_buys_per_unit() {
     // On a loaded test machine the in-process origin can take seconds to
     // answer 200 buys at once; the deadline is long so that every admitted
     // buy gets its answer (a deadline passing is answered outcome_unknown).
-    let edge = Edge::start(label, &far.http_url(), &[("ORIGIN_TIMEOUT_MS", "20000")]).await;
+    let mut vars = vars.to_vec();
+    vars.push(("ORIGIN_TIMEOUT_MS", "20000"));
+    let edge = Edge::start(label, &far.http_url(), &vars).await;
     let pool = db.pool().await;
     for (in_flight, first_member) in [(256, 1), (768, 100_001)] {
         let product = app
@@ -875,11 +887,21 @@ async fn returned_units_sell_again_through_the_gate_within_two_seconds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_one_times_overbook_refused_admissions_do_not_undersell() {
-    let label = "edge_gate_no_undersell";
+    no_undersell("edge_gate_no_undersell", &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_a_sharded_gate_refused_admissions_do_not_undersell() {
+    no_undersell("edge_gate_no_undersell_sharded", &[("GATE_SHARDS", "4")]).await;
+}
+
+async fn no_undersell(label: &str, vars: &[(&str, &str)]) {
     let redis = RedisServer::start().await;
     let db = TestDatabase::create(Backend::Sqlite).await;
     let app = TestApp::start(redis.url(), &db, AppSettings::new()).await;
-    let edge = Edge::start(label, &app.url(), &[("GATE_OVERBOOK", "1")]).await;
+    let mut vars = vars.to_vec();
+    vars.push(("GATE_OVERBOOK", "1"));
+    let edge = Edge::start(label, &app.url(), &vars).await;
     let api = edge.api();
     let product = api.create_sale(&Sale::open(20)).await.product_id.get();
     // Ten members already hold an order: ten units are left.
