@@ -255,20 +255,24 @@ impl AdmissionGate {
         }
         self.shard.set(Some((shard, request.product)));
         let blocked = self.with_shard(|book| book.take_report(request, now_ms()));
+        // While another call is out to the root, wait for its answer, then
+        // see again whether this one must ask the root itself (the supply
+        // it brought may not cover these buyers).
         let mut decided = None;
-        if !self.syncing.get() && self.with_shard(|book| book.root_due(request, now_ms())) {
-            decided = self
-                .sync_with_root(config, shard, request.product, request.members.clone())
-                .await;
-        } else {
-            // The first calls wait for the shard's first word from the root.
-            let started = now_ms();
-            while self.syncing.get()
-                && !self.with_shard(|book| book.has_root_answer())
-                && now_ms().saturating_sub(started) < config.origin_timeout.as_millis() as u64
-            {
-                Delay::from(Duration::from_millis(5)).await;
+        let started = now_ms();
+        loop {
+            if !self.syncing.get() {
+                if self.with_shard(|book| book.root_due(request, now_ms())) {
+                    decided = self
+                        .sync_with_root(config, shard, request.product, request.members.clone())
+                        .await;
+                }
+                break;
             }
+            if now_ms().saturating_sub(started) >= config.origin_timeout.as_millis() as u64 {
+                break;
+            }
+            Delay::from(Duration::from_millis(5)).await;
         }
         let answer =
             self.with_shard(|book| book.answer(request, now_ms(), blocked, decided.as_deref()));

@@ -493,10 +493,6 @@ impl ShardBook {
         self.calls
     }
 
-    pub fn has_root_answer(&self) -> bool {
-        self.root_beyond.is_some()
-    }
-
     /// What is free to give out now.
     fn available(&self, now_ms: u64) -> u64 {
         if now_ms < self.supply_until_ms {
@@ -507,15 +503,18 @@ impl ShardBook {
     }
 
     /// True when the shard should call the root before answering: never
-    /// heard from it, its lease is over, or it is spent while the root may
-    /// have more and buyers ask.
+    /// heard from it, its lease is over, or the root may have more and the
+    /// supply cannot cover the buyers waiting (or is spent while more are
+    /// expected).
     pub fn root_due(&self, request: &SyncRequest, now_ms: u64) -> bool {
-        let asked = !request.members.is_empty() || request.demand > 0;
         match self.root_beyond {
             None => true,
             Some(beyond) => {
+                let available = self.available(now_ms);
                 now_ms >= self.supply_until_ms
-                    || (self.available(now_ms) == 0 && beyond == Admission::Admit && asked)
+                    || (beyond == Admission::Admit
+                        && (available < request.members.len() as u64
+                            || (available == 0 && request.demand > 0)))
             }
         }
     }
@@ -685,7 +684,7 @@ impl ShardBook {
             if let Some(holder) = self.holders.get_mut(&request.holder) {
                 holder.unresolved += at_root;
             }
-            return self.finish_answer(request, now_ms, decided.to_vec(), 0, blocked);
+            return self.finish_answer(request, now_ms, decided.to_vec(), blocked);
         }
         let admissions = request
             .members
@@ -713,7 +712,7 @@ impl ShardBook {
         if let Some(holder) = self.holders.get_mut(&request.holder) {
             holder.unresolved += admitted;
         }
-        self.finish_answer(request, now_ms, admissions, admitted, blocked)
+        self.finish_answer(request, now_ms, admissions, blocked)
     }
 
     /// The isolate's next lease, from what is left of the supply.
@@ -722,7 +721,6 @@ impl ShardBook {
         request: &SyncRequest,
         now_ms: u64,
         admissions: Vec<Admission>,
-        _admitted: u32,
         blocked: Vec<(MemberId, u64)>,
     ) -> SyncAnswer {
         let lease_ms = self.settings.lease_ms;
@@ -857,7 +855,7 @@ impl GateQueue {
             self.recent.insert(member, now_ms);
         }
         if self.waiting.is_empty() {
-            if let Some(admission) = self.from_lease(member, check, now_ms) {
+            if let Some(admission) = self.decide_by_lease(member, check, now_ms) {
                 return Arrival::Decided(admission);
             }
         }
@@ -867,7 +865,7 @@ impl GateQueue {
     }
 
     /// What the lease decides for this buyer, if it decides.
-    fn from_lease(&mut self, member: MemberId, check: bool, now_ms: u64) -> Option<Admission> {
+    fn decide_by_lease(&mut self, member: MemberId, check: bool, now_ms: u64) -> Option<Admission> {
         if now_ms >= self.lease_until_ms {
             self.lease = 0;
             return None;
@@ -994,7 +992,7 @@ impl GateQueue {
                     let decided = if blocked {
                         Some(Admission::RateLimited)
                     } else if self.waiting.is_empty() {
-                        self.from_lease(member, check, now_ms)
+                        self.decide_by_lease(member, check, now_ms)
                     } else {
                         None
                     };
@@ -1524,6 +1522,23 @@ mod tests {
         via_shard(&mut root, &mut shard, &lease(7, 0, 10), 210);
         via_shard(&mut root, &mut shard, &lease(8, 0, 37), 2 * LEASE_MS);
         assert_eq!(root.held(2 * LEASE_MS), 10 + 37);
+    }
+
+    #[test]
+    fn buyers_the_supply_cannot_cover_are_decided_by_the_root() {
+        let mut root = book(100, 2.0);
+        let mut shard = ShardBook::new(settings(2.0));
+        via_shard(&mut root, &mut shard, &lease(7, 2, 0), 0);
+        let three = ask(8, 1..4, Outcomes::default());
+        shard.take_report(&three, 10);
+        assert!(shard.root_due(&three, 10), "one unit supplied, three wait");
+        let answer = via_shard(
+            &mut root,
+            &mut shard,
+            &ask(8, 1..4, Outcomes::default()),
+            10,
+        );
+        assert_eq!(count(&answer, Admission::Admit), 3);
     }
 
     #[test]

@@ -962,7 +962,17 @@ async fn no_undersell(label: &str, vars: &[(&str, &str)]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_spraying_two_locations_gets_the_rate_once() {
-    let label = "edge_gate_member_limit";
+    member_spray("edge_gate_member_limit", &[]).await;
+}
+
+/// The same through a gate of four shards: the two locations' isolates
+/// may call different shards; the root keeps the member's bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_spraying_two_locations_through_a_sharded_gate_gets_the_rate_once() {
+    member_spray("edge_gate_member_limit_sharded", &[("GATE_SHARDS", "4")]).await;
+}
+
+async fn member_spray(label: &str, vars: &[(&str, &str)]) {
     let redis = RedisServer::start().await;
     let db = TestDatabase::create(Backend::Sqlite).await;
     // The origin's own limiter is wide open: what is counted here is the
@@ -975,8 +985,8 @@ async fn a_member_spraying_two_locations_gets_the_rate_once() {
             .set("SECKILL_RATE_LIMIT_PER_S", 1_000),
     )
     .await;
-    let one = Edge::start(label, &app.url(), &[]).await;
-    let two = Edge::start_sharing_gate(label, &app.url(), &[], &one).await;
+    let one = Edge::start(label, &app.url(), vars).await;
+    let two = Edge::start_sharing_gate(label, &app.url(), vars, &one).await;
     let product = app
         .api()
         .create_sale(&Sale::open(1_000))
