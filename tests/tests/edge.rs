@@ -11,6 +11,7 @@ use seckill_shared::api::ResultStatus;
 use seckill_tests::checks::{keys, orders, pid, redis_stock, rush, wait_for_orders};
 use seckill_tests::client::{unix_now, unix_now_ms, Reply};
 use seckill_tests::proxy::TcpProxy;
+use seckill_tests::variants;
 use seckill_tests::{
     eventually, Api, AppSettings, Backend, Edge, Origin, OriginOptions, RedisServer, Sale, TestApp,
     TestDatabase,
@@ -745,19 +746,19 @@ async fn crowd(
     (answers, forwarded, resent)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crowd_with_the_origin_far_away_sends_about_overbook_buys_per_unit() {
-    far_crowd("edge_gate_far_crowd", &[]).await;
-}
+// Through one object per product, and through a gate sharded over four
+// objects that lease from the product's root object.
+variants!(
+    a_crowd_with_the_origin_far_away_sends_about_overbook_buys_per_unit {
+        one_object: ("edge_gate_far_crowd", &[]),
+        four_shards: ("edge_gate_far_crowd_sharded", &[("GATE_SHARDS", "4")]),
+    }
+);
 
-/// The same crowd through a gate sharded over four objects that lease
-/// from the product's root object.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crowd_through_a_sharded_gate_sends_about_overbook_buys_per_unit() {
-    far_crowd("edge_gate_far_crowd_sharded", &[("GATE_SHARDS", "4")]).await;
-}
-
-async fn far_crowd(label: &str, vars: &[(&str, &str)]) {
+async fn a_crowd_with_the_origin_far_away_sends_about_overbook_buys_per_unit(
+    label: &str,
+    vars: &[(&str, &str)],
+) {
     let redis = RedisServer::start().await;
     let db = TestDatabase::create(Backend::Sqlite).await;
     let app = TestApp::start(redis.url(), &db, AppSettings::new()).await;
@@ -885,17 +886,15 @@ async fn returned_units_sell_again_through_the_gate_within_two_seconds() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn at_one_times_overbook_refused_admissions_do_not_undersell() {
-    no_undersell("edge_gate_no_undersell", &[]).await;
-}
+variants!(at_one_times_overbook_refused_admissions_do_not_undersell {
+    one_object: ("edge_gate_no_undersell", &[]),
+    four_shards: ("edge_gate_no_undersell_sharded", &[("GATE_SHARDS", "4")]),
+});
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn through_a_sharded_gate_refused_admissions_do_not_undersell() {
-    no_undersell("edge_gate_no_undersell_sharded", &[("GATE_SHARDS", "4")]).await;
-}
-
-async fn no_undersell(label: &str, vars: &[(&str, &str)]) {
+async fn at_one_times_overbook_refused_admissions_do_not_undersell(
+    label: &str,
+    vars: &[(&str, &str)],
+) {
     let redis = RedisServer::start().await;
     let db = TestDatabase::create(Backend::Sqlite).await;
     let app = TestApp::start(redis.url(), &db, AppSettings::new()).await;
@@ -960,19 +959,14 @@ async fn no_undersell(label: &str, vars: &[(&str, &str)]) {
     wait_for_orders(&db.pool().await, product, 20).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_spraying_two_locations_gets_the_rate_once() {
-    member_spray("edge_gate_member_limit", &[]).await;
-}
+// With four shards the two locations' isolates may call different shards;
+// the root keeps the member's bucket.
+variants!(a_member_spraying_two_locations_gets_the_rate_once {
+    one_object: ("edge_gate_member_limit", &[]),
+    four_shards: ("edge_gate_member_limit_sharded", &[("GATE_SHARDS", "4")]),
+});
 
-/// The same through a gate of four shards: the two locations' isolates
-/// may call different shards; the root keeps the member's bucket.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_spraying_two_locations_through_a_sharded_gate_gets_the_rate_once() {
-    member_spray("edge_gate_member_limit_sharded", &[("GATE_SHARDS", "4")]).await;
-}
-
-async fn member_spray(label: &str, vars: &[(&str, &str)]) {
+async fn a_member_spraying_two_locations_gets_the_rate_once(label: &str, vars: &[(&str, &str)]) {
     let redis = RedisServer::start().await;
     let db = TestDatabase::create(Backend::Sqlite).await;
     // The origin's own limiter is wide open: what is counted here is the
