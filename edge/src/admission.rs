@@ -22,6 +22,7 @@ use worker::{
 use crate::config::EdgeConfig;
 use crate::gate::{
     Admission, Arrival, Batch, GateBook, Outcomes, ShardBook, SyncAnswer, SyncRequest,
+    ISOLATE_HOLDERS,
 };
 use crate::handler::{variable, with_state};
 use crate::origin::OriginClient;
@@ -185,6 +186,8 @@ pub struct AdmissionGate {
     syncing: Cell<bool>,
     /// The shard this object is, once a call said so.
     shard: Cell<Option<(u32, ProductId)>>,
+    /// A shard's alarm is set (kept here: no storage call per request).
+    alarm_set: Cell<bool>,
 }
 
 impl worker::DurableObject for AdmissionGate {
@@ -197,6 +200,7 @@ impl worker::DurableObject for AdmissionGate {
             reading: Cell::new(false),
             syncing: Cell::new(false),
             shard: Cell::new(None),
+            alarm_set: Cell::new(false),
         }
     }
 
@@ -221,6 +225,7 @@ impl worker::DurableObject for AdmissionGate {
     async fn alarm(&self) -> Result<Response> {
         let config = EdgeConfig::from_vars(|name| variable(&self.env, name))
             .map_err(worker::Error::RustError)?;
+        self.alarm_set.set(false);
         if let Some((shard, product)) = self.shard.get() {
             if !self.syncing.get() && self.with_shard(|book| book.owes_root()) {
                 self.sync_with_root(&config, shard, product, Vec::new())
@@ -251,7 +256,9 @@ impl AdmissionGate {
         request: &SyncRequest,
     ) -> SyncAnswer {
         if self.shard_book.borrow().is_none() {
-            *self.shard_book.borrow_mut() = Some(ShardBook::new(config.gate_settings()));
+            let incarnation = (worker::js_sys::Math::random() * ISOLATE_HOLDERS as f64) as u64;
+            *self.shard_book.borrow_mut() =
+                Some(ShardBook::new(config.gate_settings(), incarnation));
         }
         self.shard.set(Some((shard, request.product)));
         let blocked = self.with_shard(|book| book.take_report(request, now_ms()));
@@ -321,12 +328,12 @@ impl AdmissionGate {
         else {
             return;
         };
-        let storage = self.state.storage();
-        if matches!(storage.get_alarm().await, Ok(Some(_))) {
+        if self.alarm_set.replace(true) {
             return;
         }
         let offset_ms = due_ms.saturating_sub(now_ms()).max(1);
-        if let Err(err) = storage.set_alarm(offset_ms as i64).await {
+        if let Err(err) = self.state.storage().set_alarm(offset_ms as i64).await {
+            self.alarm_set.set(false);
             worker::console_error!("admission gate shard: alarm: {err}");
         }
     }

@@ -193,7 +193,7 @@ impl EdgeConfig {
                 _ => return Err("GATE_LEASE_MS: from 1 to 10000".to_string()),
             },
             gate_shards: match value(&get, "GATE_SHARDS").trim().parse::<u32>() {
-                Ok(shards) if (1..=64).contains(&shards) => shards,
+                Ok(shards) if (1..=crate::gate::MAX_SHARDS).contains(&shards) => shards,
                 _ => return Err("GATE_SHARDS: a whole number from 1 to 64".to_string()),
             },
             member_limits: match value(&get, "MEMBER_LIMITS").trim() {

@@ -422,9 +422,15 @@ impl GateBook {
 /// go through JSON in JavaScript: they stay below 2^53.)
 pub const ISOLATE_HOLDERS: u64 = 1 << 52;
 
-/// The holder id a shard has at the product's root object.
-pub fn shard_holder(shard: u32) -> u64 {
-    ISOLATE_HOLDERS + u64::from(shard)
+/// Most shards a product's gate has (`GATE_SHARDS`).
+pub const MAX_SHARDS: u32 = 64;
+
+/// The holder id a shard has at the product's root object: one per shard
+/// and incarnation, so a restarted shard (which forgot what its isolates
+/// held) is a new holder, and what the old one held is freed by the
+/// root's holder timeout.
+pub fn shard_holder(shard: u32, incarnation: u64) -> u64 {
+    ISOLATE_HOLDERS + (incarnation % ISOLATE_HOLDERS / 64) * 64 + u64::from(shard % MAX_SHARDS)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -469,11 +475,14 @@ pub struct ShardBook {
     /// Members the root blocked, until when: relayed to every isolate.
     blocks: HashMap<MemberId, u64>,
     calls: u64,
+    /// A random id of this shard's life (see [`shard_holder`]).
+    incarnation: u64,
 }
 
 impl ShardBook {
-    pub fn new(settings: GateSettings) -> Self {
+    pub fn new(settings: GateSettings, incarnation: u64) -> Self {
         Self {
+            incarnation,
             settings,
             holders: HashMap::new(),
             supply: 0,
@@ -554,7 +563,7 @@ impl ShardBook {
         let owed = std::mem::take(&mut self.to_root);
         SyncRequest {
             product,
-            holder: shard_holder(shard),
+            holder: shard_holder(shard, self.incarnation),
             members,
             spent: owed.spent.min(u64::from(u32::MAX)) as u32,
             spent_members: owed.spent_members,
@@ -1045,6 +1054,7 @@ impl GateQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     const LEASE_MS: u64 = 200;
 
@@ -1483,7 +1493,7 @@ mod tests {
     #[test]
     fn a_shard_leases_from_the_root_and_returns_what_its_isolates_leave() {
         let mut root = book(100, 2.0);
-        let mut shard = ShardBook::new(settings(2.0));
+        let mut shard = ShardBook::new(settings(2.0), 1);
         let first = via_shard(&mut root, &mut shard, &lease(7, 1_000, 0), 0);
         // The root leased the shard half its 200; the shard, half of that.
         assert_eq!((first.lease, first.beyond), (50, Admission::Admit));
@@ -1508,7 +1518,7 @@ mod tests {
     #[test]
     fn a_lease_older_than_the_shards_renewal_comes_back_as_unspent() {
         let mut root = book(100, 2.0);
-        let mut shard = ShardBook::new(settings(2.0));
+        let mut shard = ShardBook::new(settings(2.0), 1);
         assert_eq!(
             via_shard(&mut root, &mut shard, &lease(7, 1_000, 0), 0).lease,
             50
@@ -1527,7 +1537,7 @@ mod tests {
     #[test]
     fn buyers_the_supply_cannot_cover_are_decided_by_the_root() {
         let mut root = book(100, 2.0);
-        let mut shard = ShardBook::new(settings(2.0));
+        let mut shard = ShardBook::new(settings(2.0), 1);
         via_shard(&mut root, &mut shard, &lease(7, 2, 0), 0);
         let three = ask(8, 1..4, Outcomes::default());
         shard.take_report(&three, 10);
@@ -1544,10 +1554,13 @@ mod tests {
     #[test]
     fn a_silent_isolate_of_a_shard_gives_the_root_its_holdings_back() {
         let mut root = book(10, 1.0);
-        let mut shard = ShardBook::new(GateSettings {
-            holder_timeout_ms: 5_000,
-            ..settings(1.0)
-        });
+        let mut shard = ShardBook::new(
+            GateSettings {
+                holder_timeout_ms: 5_000,
+                ..settings(1.0)
+            },
+            1,
+        );
         let first = via_shard(&mut root, &mut shard, &ask(7, 1..3, Outcomes::default()), 0);
         assert_eq!(count(&first, Admission::Admit), 2, "decided by the root");
         assert_eq!(root.held(0), 2 + 2, "and two leased for the demand");
@@ -1562,8 +1575,8 @@ mod tests {
     #[test]
     fn a_shard_says_what_the_root_says() {
         let mut root = book(2, 1.0);
-        let mut shard = ShardBook::new(settings(1.0));
-        let lonely = ShardBook::new(settings(1.0)).answer(
+        let mut shard = ShardBook::new(settings(1.0), 1);
+        let lonely = ShardBook::new(settings(1.0), 1).answer(
             &ask(1, 1..2, Outcomes::default()),
             0,
             vec![],
@@ -1595,6 +1608,15 @@ mod tests {
         );
         assert_eq!(closed.admissions, vec![Admission::SoldOut]);
         assert_eq!(closed.beyond, Admission::SoldOut);
+    }
+
+    #[test]
+    fn shards_are_holders_apart_from_isolates_and_from_their_past_lives() {
+        let ids: HashSet<u64> = (0..MAX_SHARDS)
+            .flat_map(|shard| (0..3).map(move |life| shard_holder(shard, life * 1_000_003)))
+            .collect();
+        assert_eq!(ids.len(), 3 * MAX_SHARDS as usize);
+        assert!(ids.iter().all(|id| *id >= ISOLATE_HOLDERS && *id < 1 << 53));
     }
 
     #[test]
