@@ -1,12 +1,15 @@
 //! The admission gate's Workers glue: the Durable Object that keeps one
-//! product's [`GateBook`], and the isolate's side that queues buyers and
-//! reports outcomes to it (the arithmetic is in `gate`).
+//! product's [`GateBook`] (or, sharded, a [`ShardBook`] leasing from it),
+//! and the isolate's side that holds a lease, queues buyers, and reports
+//! outcomes and renews the lease once per lease (the arithmetic is in
+//! `gate`).
 //!
-//! One object per product (named `product-<id>`), reached through the
-//! `ADMISSION_GATE` binding. Its book lives in memory: an object that is
-//! evicted or restarted forgets which admissions are unresolved and reads
-//! the stock afresh, so it may admit one budget more once; the origin's
-//! Redis script stays the authority on every unit.
+//! One object per product (named `product-<id>`), plus `GATE_SHARDS`
+//! shards (`product-<id>-shard-<k>`) when there is more than one, reached
+//! through the `ADMISSION_GATE` binding. Books live in memory: an object
+//! that is evicted or restarted forgets which admissions are unresolved and
+//! reads the stock afresh, so it may admit one budget more once; the
+//! origin's Redis script stays the authority on every unit.
 
 use std::cell::{Cell, RefCell};
 use std::time::Duration;
