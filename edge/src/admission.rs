@@ -1,12 +1,15 @@
 //! The admission gate's Workers glue: the Durable Object that keeps one
-//! product's [`GateBook`], and the isolate's side that queues buyers and
-//! reports outcomes to it (the arithmetic is in `gate`).
+//! product's [`GateBook`] (or, sharded, a [`ShardBook`] leasing from it),
+//! and the isolate's side that holds a lease, queues buyers, and reports
+//! outcomes and renews the lease once per lease (the arithmetic is in
+//! `gate`).
 //!
-//! One object per product (named `product-<id>`), reached through the
-//! `ADMISSION_GATE` binding. Its book lives in memory: an object that is
-//! evicted or restarted forgets which admissions are unresolved and reads
-//! the stock afresh, so it may admit one budget more once; the origin's
-//! Redis script stays the authority on every unit.
+//! One object per product (named `product-<id>`), plus `GATE_SHARDS`
+//! shards (`product-<id>-shard-<k>`) when there is more than one, reached
+//! through the `ADMISSION_GATE` binding. Books live in memory: an object
+//! that is evicted or restarted forgets which admissions are unresolved and
+//! reads the stock afresh, so it may admit one budget more once; the
+//! origin's Redis script stays the authority on every unit.
 
 use std::cell::{Cell, RefCell};
 use std::time::Duration;
@@ -20,7 +23,10 @@ use worker::{
 };
 
 use crate::config::EdgeConfig;
-use crate::gate::{Admission, Batch, GateBook, Outcomes, SyncAnswer, SyncRequest};
+use crate::gate::{
+    Admission, Arrival, Batch, GateBook, Outcomes, ShardBook, SyncAnswer, SyncRequest,
+    ISOLATE_HOLDERS,
+};
 use crate::handler::{variable, with_state};
 use crate::origin::OriginClient;
 
@@ -49,23 +55,27 @@ pub fn enabled(env: &Env, config: &EdgeConfig) -> bool {
     config.gate_overbook > 0.0 && env.durable_object(BINDING).is_ok()
 }
 
-/// Waits for this buyer's admission: it joins the isolate's queue for the
-/// product, and whichever waiting request finds no call in flight makes
-/// the next one for everybody queued.
+/// This buyer's admission: at once from the isolate's lease when it can,
+/// otherwise it joins the isolate's queue for the product, and whichever
+/// waiting request finds no call in flight makes the next one for
+/// everybody queued.
 pub async fn admit(
     env: &Env,
     config: &EdgeConfig,
     product: ProductId,
     member: MemberId,
 ) -> Admission {
-    let ticket = with_state(config, |s| s.gate(product).enqueue(member));
+    let ticket = match with_state(config, |s| s.gate(product).arrive(member, now_ms())) {
+        Arrival::Decided(admission) => return admission,
+        Arrival::Waiting(ticket) => ticket,
+    };
     let started = now_ms();
-    let stale_ms = config.origin_timeout.as_millis() as u64 + 1_000;
+    let stale_ms = stale_ms(config);
     loop {
         if let Some(admission) = with_state(config, |s| s.gate(product).take(ticket)) {
             return admission;
         }
-        if let Some(batch) = with_state(config, |s| s.gate(product).start(now_ms(), stale_ms)) {
+        if let Some(batch) = start(config, product) {
             call(env, config, product, batch).await;
             continue;
         }
@@ -77,27 +87,48 @@ pub async fn admit(
     }
 }
 
-/// Records an admitted buy's outcome and sends what is unreported (run
-/// after the answer, under `wait_until`, so the budget frees at once even
-/// when no buyer follows).
+/// How long a call may be out before another request takes over.
+fn stale_ms(config: &EdgeConfig) -> u64 {
+    config.origin_timeout.as_millis() as u64 + 1_000
+}
+
+fn start(config: &EdgeConfig, product: ProductId) -> Option<Batch> {
+    let stale_ms = stale_ms(config);
+    with_state(config, |s| {
+        let holder = s.holder();
+        s.gate(product).start(holder, product, now_ms(), stale_ms)
+    })
+}
+
+/// Records an admitted buy's outcome; it goes to the object with the next
+/// call (at the latest when the lease ends).
 pub async fn report(env: Env, config: EdgeConfig, product: ProductId, outcome: Outcomes) {
     with_state(&config, |s| s.gate(product).record(outcome));
-    let stale_ms = config.origin_timeout.as_millis() as u64 + 1_000;
-    while let Some(batch) = with_state(&config, |s| s.gate(product).start(now_ms(), stale_ms)) {
-        call(&env, &config, product, batch).await;
+    settle(env, config, product).await;
+}
+
+/// The isolate's one task per product that, each time the lease ends,
+/// returns what is unspent, reports outcomes and renews the lease while
+/// buyers keep coming (run under `wait_until`; it ends when there is
+/// nothing left to tell, and the next buyer starts another).
+pub async fn settle(env: Env, config: EdgeConfig, product: ProductId) {
+    if !with_state(&config, |s| s.gate(product).claim_settler()) {
+        return;
+    }
+    while let Some(due_ms) = with_state(&config, |s| s.gate(product).settle_due(now_ms())) {
+        let wait_ms = due_ms.saturating_sub(now_ms()).max(1);
+        Delay::from(Duration::from_millis(wait_ms)).await;
+        if let Some(batch) = start(&config, product) {
+            call(&env, &config, product, batch).await;
+        }
     }
 }
 
 /// One call to the product's object; its answer (or failure) decides the
-/// batch's buyers.
+/// batch's buyers and sets the next lease.
 async fn call(env: &Env, config: &EdgeConfig, product: ProductId, batch: Batch) {
-    let request = SyncRequest {
-        product,
-        holder: with_state(config, |s| s.holder()),
-        members: batch.members.clone(),
-        outcomes: batch.outcomes,
-    };
-    let answer = match within(config.origin_timeout, send(env, &request)).await {
+    let request = &batch.request;
+    let answer = match within(config.origin_timeout, send(env, request)).await {
         Some(Ok(answer)) if answer.admissions.len() == request.members.len() => Some(answer),
         Some(Ok(_)) => {
             worker::console_error!("admission gate for {product}: answer of the wrong length");
@@ -112,13 +143,19 @@ async fn call(env: &Env, config: &EdgeConfig, product: ProductId, batch: Batch) 
             None
         }
     };
-    with_state(config, |s| s.gate(product).finish(batch, answer.as_ref()));
+    with_state(config, |s| {
+        s.gate(product).finish(batch, answer.as_ref(), now_ms())
+    });
 }
 
 async fn send(env: &Env, request: &SyncRequest) -> Result<SyncAnswer> {
+    let name = match request.shard {
+        None => format!("product-{}", request.product),
+        Some(shard) => format!("product-{}-shard-{shard}", request.product),
+    };
     let stub = env
         .durable_object(BINDING)?
-        .id_from_name(&format!("product-{}", request.product))?
+        .id_from_name(&name)?
         .get_stub()?;
     let headers = Headers::new();
     headers.set("content-type", "application/json")?;
@@ -138,20 +175,35 @@ async fn send(env: &Env, request: &SyncRequest) -> Result<SyncAnswer> {
     answer.json().await
 }
 
-/// One product's admission gate.
-#[durable_object(fetch)]
+/// One product's admission gate: the product's root object (it reads the
+/// stock and keeps the book), or with `GATE_SHARDS` > 1 one of its shards
+/// (it leases from the root and serves the isolates that pick it).
+#[durable_object(alarm)]
 pub struct AdmissionGate {
+    state: State,
     env: Env,
     book: RefCell<Option<GateBook>>,
+    shard_book: RefCell<Option<ShardBook>>,
     reading: Cell<bool>,
+    /// A shard's call to the root is out.
+    syncing: Cell<bool>,
+    /// The shard this object is, once a call said so.
+    shard: Cell<Option<(u32, ProductId)>>,
+    /// A shard's alarm is set (kept here: no storage call per request).
+    alarm_set: Cell<bool>,
 }
 
 impl worker::DurableObject for AdmissionGate {
-    fn new(_state: State, env: Env) -> Self {
+    fn new(state: State, env: Env) -> Self {
         Self {
+            state,
             env,
             book: RefCell::new(None),
+            shard_book: RefCell::new(None),
             reading: Cell::new(false),
+            syncing: Cell::new(false),
+            shard: Cell::new(None),
+            alarm_set: Cell::new(false),
         }
     }
 
@@ -159,21 +211,136 @@ impl worker::DurableObject for AdmissionGate {
         let config = EdgeConfig::from_vars(|name| variable(&self.env, name))
             .map_err(worker::Error::RustError)?;
         let request: SyncRequest = req.json().await?;
+        if let Some(shard) = request.shard {
+            return Response::from_json(&self.serve_as_shard(&config, shard, &request).await);
+        }
         if self.book.borrow().is_none() {
             *self.book.borrow_mut() = Some(GateBook::new(config.gate_settings()));
         }
+        let blocked = self.with_book(|book| book.take_report(&request, now_ms()));
         self.read_stock(&config, request.product).await;
-        let answer = self
-            .book
-            .borrow_mut()
-            .as_mut()
-            .map(|book| book.sync(&request, now_ms()))
-            .expect("the book was made above");
+        let answer = self.with_book(|book| book.answer(&request, now_ms(), blocked));
         Response::from_json(&answer)
+    }
+
+    /// A shard whose isolates went quiet still owes the root their
+    /// outcomes and returns: it reports them when its lease ends.
+    async fn alarm(&self) -> Result<Response> {
+        let config = EdgeConfig::from_vars(|name| variable(&self.env, name))
+            .map_err(worker::Error::RustError)?;
+        self.alarm_set.set(false);
+        if let Some((shard, product)) = self.shard.get() {
+            if !self.syncing.get() && self.with_shard(|book| book.owes_root()) {
+                self.sync_with_root(&config, shard, product, Vec::new())
+                    .await;
+            }
+            self.schedule_report().await;
+        }
+        Response::empty()
     }
 }
 
 impl AdmissionGate {
+    fn with_shard<T>(&self, f: impl FnOnce(&mut ShardBook) -> T) -> T {
+        f(self
+            .shard_book
+            .borrow_mut()
+            .as_mut()
+            .expect("the shard's book exists"))
+    }
+
+    /// An isolate's call to this shard: like the root's, except that the
+    /// supply comes from the root, asked when the shard's lease is over or
+    /// spent (carrying the waiting buyers, which the root decides).
+    async fn serve_as_shard(
+        &self,
+        config: &EdgeConfig,
+        shard: u32,
+        request: &SyncRequest,
+    ) -> SyncAnswer {
+        if self.shard_book.borrow().is_none() {
+            let incarnation = (worker::js_sys::Math::random() * ISOLATE_HOLDERS as f64) as u64;
+            *self.shard_book.borrow_mut() =
+                Some(ShardBook::new(config.gate_settings(), incarnation));
+        }
+        self.shard.set(Some((shard, request.product)));
+        let blocked = self.with_shard(|book| book.take_report(request, now_ms()));
+        // While another call is out to the root, wait for its answer, then
+        // see again whether this one must ask the root itself (the supply
+        // it brought may not cover these buyers).
+        let mut decided = None;
+        let started = now_ms();
+        loop {
+            if !self.syncing.get() {
+                if self.with_shard(|book| book.root_due(request, now_ms())) {
+                    decided = self
+                        .sync_with_root(config, shard, request.product, request.members.clone())
+                        .await;
+                }
+                break;
+            }
+            if now_ms().saturating_sub(started) >= config.origin_timeout.as_millis() as u64 {
+                break;
+            }
+            Delay::from(Duration::from_millis(5)).await;
+        }
+        let answer =
+            self.with_shard(|book| book.answer(request, now_ms(), blocked, decided.as_deref()));
+        self.schedule_report().await;
+        answer
+    }
+
+    /// One call to the root; returns its admissions for `members`.
+    async fn sync_with_root(
+        &self,
+        config: &EdgeConfig,
+        shard: u32,
+        product: ProductId,
+        members: Vec<MemberId>,
+    ) -> Option<Vec<Admission>> {
+        self.syncing.set(true);
+        let sent_ms = now_ms();
+        let up = self.with_shard(|book| book.root_request(shard, product, sent_ms, members));
+        let answer = match within(config.origin_timeout, send(&self.env, &up)).await {
+            Some(Ok(answer)) if answer.admissions.len() == up.members.len() => Some(answer),
+            Some(Ok(_)) => None,
+            Some(Err(err)) => {
+                worker::console_error!("admission gate shard {shard} of {product}: {err}");
+                None
+            }
+            None => {
+                worker::console_error!(
+                    "admission gate shard {shard} of {product}: no answer in time"
+                );
+                None
+            }
+        };
+        self.syncing.set(false);
+        let decided = answer.as_ref().map(|answer| answer.admissions.clone());
+        self.with_shard(|book| book.apply_root(up, answer.as_ref(), sent_ms, now_ms()));
+        decided
+    }
+
+    /// Wakes the shard when its lease ends while it owes the root.
+    async fn schedule_report(&self) {
+        let Some(due_ms) = self
+            .shard_book
+            .borrow()
+            .as_ref()
+            .and_then(|book| book.owes_root().then(|| book.supply_until_ms()))
+        else {
+            return;
+        };
+        if self.alarm_set.replace(true) {
+            return;
+        }
+        let offset_ms = due_ms.saturating_sub(now_ms()).max(1);
+        if let Err(err) = self.state.storage().set_alarm(offset_ms as i64).await {
+            self.alarm_set.set(false);
+            worker::console_error!("admission gate shard: alarm: {err}");
+        }
+    }
+
     fn with_book<T>(&self, f: impl FnOnce(&mut GateBook) -> T) -> T {
         f(self.book.borrow_mut().as_mut().expect("the book exists"))
     }
@@ -188,7 +355,17 @@ impl AdmissionGate {
             let stock = self.fetch_stock(config, product).await;
             self.reading.set(false);
             match stock {
-                Ok(stock_left) => self.with_book(|book| book.apply_read(stock_left, sent)),
+                Ok(stock_left) => {
+                    // The object's load, where an operator (or a test) can
+                    // read it: calls answered so far.
+                    let calls = self.with_book(|book| {
+                        book.apply_read(stock_left, sent);
+                        book.calls()
+                    });
+                    worker::console_log!(
+                        "admission gate for {product}: stock left {stock_left}, {calls} calls answered"
+                    );
+                }
                 Err(err) => {
                     worker::console_error!("admission gate for {product}: stock read: {err}")
                 }

@@ -31,7 +31,7 @@ pub(crate) fn with_state<T>(config: &EdgeConfig, f: impl FnOnce(&mut EdgeState) 
     STATE.with(|cell| {
         let mut slot = cell.borrow_mut();
         f(slot.get_or_insert_with(|| {
-            let holder = (worker::js_sys::Math::random() * 9_007_199_254_740_991.0) as u64;
+            let holder = (worker::js_sys::Math::random() * gate::ISOLATE_HOLDERS as f64) as u64;
             EdgeState::new(config, holder)
         }))
     })
@@ -166,7 +166,11 @@ async fn buy(
     };
     let gated = admission::enabled(env, config);
     if gated {
-        match admission::admit(env, config, product, member).await {
+        let admission = admission::admit(env, config, product, member).await;
+        // Whatever the answer, the isolate's lease is reported and renewed
+        // when it ends (this starts the settling task if none runs).
+        ctx.wait_until(admission::settle(env.clone(), config.clone(), product));
+        match admission {
             Admission::Admit => {}
             Admission::Busy => return sale_busy(),
             Admission::SoldOut => return edge_error(&Refusal::new(ErrorCode::SoldOut)),

@@ -8,7 +8,8 @@
 //! answers and its `/api/soldout` snapshot, expiring after
 //! `SOLDOUT_TTL_MS` so returned stock sells again within seconds), and buys
 //! beyond the admission gate's budget (about `stock_left × GATE_OVERBOOK`
-//! buys waiting on the origin, kept by a Durable Object per product). It
+//! buys waiting on the origin, kept by a Durable Object per product, of
+//! which each isolate leases slices so that most buyers need no call). It
 //! serves the storefront's pages from the bundle, answers `/api/time`, and
 //! forwards everything else with a timeout. Every answer it gives itself
 //! carries `x-served-by: edge`.

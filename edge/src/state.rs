@@ -13,7 +13,7 @@ use seckill_shared::rate_limit::RateLimiter;
 use seckill_shared::{MemberId, ProductId};
 
 use crate::config::EdgeConfig;
-use crate::gate::GateQueue;
+use crate::gate::{GateQueue, QueueSettings};
 
 /// Members tracked by the rate limiter before idle ones are forgotten.
 const RATE_LIMITED_MEMBERS: usize = 100_000;
@@ -38,6 +38,7 @@ pub struct EdgeState {
     /// This isolate, as the admission gate tells isolates apart.
     holder: u64,
     gates: HashMap<ProductId, GateQueue>,
+    gate_settings: QueueSettings,
 }
 
 impl EdgeState {
@@ -46,6 +47,7 @@ impl EdgeState {
         Self {
             holder,
             gates: HashMap::new(),
+            gate_settings: config.queue_settings(),
             product_reads: HashMap::new(),
             sold_out: ExpiringFlags::new(config.sold_out_ttl.as_millis() as u64),
             rate_limiter: RateLimiter::new(config.rate_limit, RATE_LIMITED_MEMBERS),
@@ -107,7 +109,10 @@ impl EdgeState {
             // Only queues with nothing in them are dropped.
             self.gates.retain(|_, queue| queue.has_work());
         }
-        self.gates.entry(product).or_default()
+        let settings = self.gate_settings;
+        self.gates
+            .entry(product)
+            .or_insert_with(|| GateQueue::new(settings))
     }
 
     /// Takes one token of the member's bucket; false means `429`.

@@ -44,6 +44,45 @@ impl RateLimiter {
 
     /// Takes one token for `member`; false means the request must be refused.
     pub fn allow(&mut self, member: MemberId, now_ms: u64) -> bool {
+        let bucket = self.refilled(member, now_ms);
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Counts a request that was already let through elsewhere (the edge's
+    /// isolates admit some buyers before the gate hears of them): the token
+    /// is taken even when there is none, so the member owes it and is
+    /// refused until the debt is repaid. Returns how long, in ms, until the
+    /// member may be let through again (0: now). The debt is capped at one
+    /// minute of refill.
+    pub fn charge(&mut self, member: MemberId, now_ms: u64) -> u64 {
+        let per_second = self.limit.per_second;
+        let bucket = self.refilled(member, now_ms);
+        bucket.tokens = (bucket.tokens - 1.0).max(-60.0 * per_second);
+        Self::wait_ms(bucket.tokens, per_second)
+    }
+
+    /// How long, in ms, until `member` has a token again (0: now).
+    pub fn refused_for_ms(&mut self, member: MemberId, now_ms: u64) -> u64 {
+        let per_second = self.limit.per_second;
+        let tokens = self.refilled(member, now_ms).tokens;
+        Self::wait_ms(tokens, per_second)
+    }
+
+    fn wait_ms(tokens: f64, per_second: f64) -> u64 {
+        if tokens >= 1.0 {
+            0
+        } else {
+            ((1.0 - tokens) / per_second * 1_000.0).ceil() as u64
+        }
+    }
+
+    /// The member's bucket, refilled up to `now_ms`.
+    fn refilled(&mut self, member: MemberId, now_ms: u64) -> &mut Bucket {
         if self.buckets.len() >= self.max_members && !self.buckets.contains_key(&member) {
             self.forget_full_buckets(now_ms);
         }
@@ -56,12 +95,7 @@ impl RateLimiter {
         let elapsed_s = now_ms.saturating_sub(bucket.updated_ms) as f64 / 1_000.0;
         bucket.tokens = (bucket.tokens + elapsed_s * per_second).min(burst);
         bucket.updated_ms = now_ms.max(bucket.updated_ms);
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        bucket
     }
 
     fn forget_full_buckets(&mut self, now_ms: u64) {
@@ -126,6 +160,25 @@ mod tests {
             limiter.allow(m(id), id as u64);
         }
         assert!(limiter.tracked_members() <= 10);
+    }
+
+    #[test]
+    fn a_charge_past_the_burst_is_owed() {
+        let mut limiter = RateLimiter::new(
+            RateLimit {
+                burst: 1,
+                per_second: 2.0,
+            },
+            10,
+        );
+        assert_eq!(limiter.charge(m(1), 0), 500, "the burst is spent");
+        // Let through twice more elsewhere: two tokens owed, refused for
+        // the 1.5 s it takes to refill three.
+        limiter.charge(m(1), 0);
+        assert_eq!(limiter.charge(m(1), 0), 1_500);
+        assert!(!limiter.allow(m(1), 1_000));
+        assert_eq!(limiter.refused_for_ms(m(1), 1_000), 500);
+        assert!(limiter.allow(m(1), 1_500));
     }
 
     #[test]

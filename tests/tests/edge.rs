@@ -11,6 +11,7 @@ use seckill_shared::api::ResultStatus;
 use seckill_tests::checks::{keys, orders, pid, redis_stock, rush, wait_for_orders};
 use seckill_tests::client::{unix_now, unix_now_ms, Reply};
 use seckill_tests::proxy::TcpProxy;
+use seckill_tests::variants;
 use seckill_tests::{
     eventually, Api, AppSettings, Backend, Edge, Origin, OriginOptions, RedisServer, Sale, TestApp,
     TestDatabase,
@@ -745,9 +746,19 @@ async fn crowd(
     (answers, forwarded, resent)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crowd_with_the_origin_far_away_sends_about_overbook_buys_per_unit() {
-    let label = "edge_gate_far_crowd";
+// Through one object per product, and through a gate sharded over four
+// objects that lease from the product's root object.
+variants!(
+    a_crowd_with_the_origin_far_away_sends_about_overbook_buys_per_unit {
+        one_object: ("edge_gate_far_crowd", &[]),
+        four_shards: ("edge_gate_far_crowd_sharded", &[("GATE_SHARDS", "4")]),
+    }
+);
+
+async fn a_crowd_with_the_origin_far_away_sends_about_overbook_buys_per_unit(
+    label: &str,
+    vars: &[(&str, &str)],
+) {
     let redis = RedisServer::start().await;
     let db = TestDatabase::create(Backend::Sqlite).await;
     let app = TestApp::start(redis.url(), &db, AppSettings::new()).await;
@@ -757,7 +768,9 @@ async fn a_crowd_with_the_origin_far_away_sends_about_overbook_buys_per_unit() {
     // On a loaded test machine the in-process origin can take seconds to
     // answer 200 buys at once; the deadline is long so that every admitted
     // buy gets its answer (a deadline passing is answered outcome_unknown).
-    let edge = Edge::start(label, &far.http_url(), &[("ORIGIN_TIMEOUT_MS", "20000")]).await;
+    let mut vars = vars.to_vec();
+    vars.push(("ORIGIN_TIMEOUT_MS", "20000"));
+    let edge = Edge::start(label, &far.http_url(), &vars).await;
     let pool = db.pool().await;
     for (in_flight, first_member) in [(256, 1), (768, 100_001)] {
         let product = app
@@ -873,13 +886,21 @@ async fn returned_units_sell_again_through_the_gate_within_two_seconds() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn at_one_times_overbook_refused_admissions_do_not_undersell() {
-    let label = "edge_gate_no_undersell";
+variants!(at_one_times_overbook_refused_admissions_do_not_undersell {
+    one_object: ("edge_gate_no_undersell", &[]),
+    four_shards: ("edge_gate_no_undersell_sharded", &[("GATE_SHARDS", "4")]),
+});
+
+async fn at_one_times_overbook_refused_admissions_do_not_undersell(
+    label: &str,
+    vars: &[(&str, &str)],
+) {
     let redis = RedisServer::start().await;
     let db = TestDatabase::create(Backend::Sqlite).await;
     let app = TestApp::start(redis.url(), &db, AppSettings::new()).await;
-    let edge = Edge::start(label, &app.url(), &[("GATE_OVERBOOK", "1")]).await;
+    let mut vars = vars.to_vec();
+    vars.push(("GATE_OVERBOOK", "1"));
+    let edge = Edge::start(label, &app.url(), &vars).await;
     let api = edge.api();
     let product = api.create_sale(&Sale::open(20)).await.product_id.get();
     // Ten members already hold an order: ten units are left.
@@ -938,9 +959,14 @@ async fn at_one_times_overbook_refused_admissions_do_not_undersell() {
     wait_for_orders(&db.pool().await, product, 20).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_spraying_two_locations_gets_the_rate_once() {
-    let label = "edge_gate_member_limit";
+// With four shards the two locations' isolates may call different shards;
+// the root keeps the member's bucket.
+variants!(a_member_spraying_two_locations_gets_the_rate_once {
+    one_object: ("edge_gate_member_limit", &[]),
+    four_shards: ("edge_gate_member_limit_sharded", &[("GATE_SHARDS", "4")]),
+});
+
+async fn a_member_spraying_two_locations_gets_the_rate_once(label: &str, vars: &[(&str, &str)]) {
     let redis = RedisServer::start().await;
     let db = TestDatabase::create(Backend::Sqlite).await;
     // The origin's own limiter is wide open: what is counted here is the
@@ -953,8 +979,8 @@ async fn a_member_spraying_two_locations_gets_the_rate_once() {
             .set("SECKILL_RATE_LIMIT_PER_S", 1_000),
     )
     .await;
-    let one = Edge::start(label, &app.url(), &[]).await;
-    let two = Edge::start_sharing_gate(label, &app.url(), &[], &one).await;
+    let one = Edge::start(label, &app.url(), vars).await;
+    let two = Edge::start_sharing_gate(label, &app.url(), vars, &one).await;
     let product = app
         .api()
         .create_sale(&Sale::open(1_000))
