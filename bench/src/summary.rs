@@ -106,6 +106,16 @@ fn grouped(x: f64, decimals: usize) -> String {
     out
 }
 
+/// `x` as [`grouped`] writes it, with its sign always shown.
+fn signed(x: f64, decimals: usize) -> String {
+    let text = grouped(x, decimals);
+    if text.starts_with('-') {
+        text
+    } else {
+        format!("+{text}")
+    }
+}
+
 fn count(n: i64) -> String {
     grouped(n as f64, 0)
 }
@@ -398,8 +408,8 @@ fn edge_rows(r: &Results) -> Vec<(String, RowBuilder<'_>)> {
             let empty_us = r.serving_us_per_request("edge-empty-worker")?;
             Ok(Some(row(
                 "wrangler dev + workerd CPU per request: edge tail / empty worker",
-                format!("{edge_us:.1} µs / {empty_us:.1} µs"),
-                format!("the edge's code: {:+.1} µs", edge_us - empty_us),
+                format!("{} µs / {} µs", grouped(edge_us, 0), grouped(empty_us, 0)),
+                format!("the edge's code: {} µs", signed(edge_us - empty_us, 0)),
             )))
         }),
     ));
@@ -412,7 +422,7 @@ fn edge_rows(r: &Results) -> Vec<(String, RowBuilder<'_>)> {
                     let (gated, open) = (CrowdRun::read(r, &stem(2))?, CrowdRun::read(r, &stem(0))?);
                     let ratio = if gated.sold > 0 && open.sold > 0 && gated.forwarded > 0 {
                         format!(
-                            "{:.1}× fewer with the gate",
+                            "{:.1}× as many without the gate",
                             (open.forwarded as f64 / open.sold as f64)
                                 / (gated.forwarded as f64 / gated.sold as f64)
                         )
@@ -491,7 +501,7 @@ pub fn table(dir: &Path, clock_ticks_per_second: u64) -> anyhow::Result<(String,
 
 #[cfg(test)]
 mod tests {
-    use super::grouped;
+    use super::{grouped, signed};
 
     #[test]
     fn grouped_puts_commas_between_thousands_like_python() {
@@ -500,5 +510,7 @@ mod tests {
         assert_eq!(grouped(1234567.891, 2), "1,234,567.89");
         assert_eq!(grouped(-1234.0, 0), "-1,234");
         assert_eq!(grouped(12.0, 0), "12");
+        assert_eq!(signed(1275.2, 0), "+1,275");
+        assert_eq!(signed(-5.0, 1), "-5.0");
     }
 }
