@@ -80,7 +80,10 @@ async fn rush_then_audit(backend: Backend) {
     // Latency by answer: the admitted buys apart from the refusals.
     for status in ["202", "409"] {
         let latency = &results["summary"]["latency_ms_by_status"][status];
-        let (p50, p99) = (latency["p50"].as_f64().unwrap(), latency["p99"].as_f64().unwrap());
+        let (p50, p99) = (
+            latency["p50"].as_f64().unwrap(),
+            latency["p99"].as_f64().unwrap(),
+        );
         assert!(0.0 < p50 && p50 <= p99, "{status}: {latency}");
     }
     for chart in ["rush-throughput.svg", "rush-latency.svg", "rush-orders.svg"] {
@@ -320,7 +323,10 @@ async fn the_proxy_puts_the_origin_the_given_delay_away_each_way() {
         took >= std::time::Duration::from_millis(120),
         "60 ms each way: {took:?}"
     );
-    assert_eq!(far.buy(product, 2).await.body, near.buy(product, 2).await.body);
+    assert_eq!(
+        far.buy(product, 2).await.body,
+        near.buy(product, 2).await.body
+    );
 }
 
 /// The HTTP floor the benchmark measures the tail against answers a buy
