@@ -43,6 +43,9 @@ pub struct Recorder {
     /// The same latencies by status: a run's admitted buys (`202`) are read
     /// apart from its refusals.
     by_status: BTreeMap<u16, Histogram<u64>>,
+    /// Answers marked `x-served-by: edge`, by status: a `503` of the edge
+    /// itself (`sale_busy`) apart from one of a proxy in front of it.
+    edge_statuses: BTreeMap<u16, u64>,
     errors: u64,
     last: Instant,
 }
@@ -55,6 +58,7 @@ impl Recorder {
             seconds: Vec::new(),
             total: total_histogram(),
             by_status: BTreeMap::new(),
+            edge_statuses: BTreeMap::new(),
             errors: 0,
             last: start,
         }
@@ -79,6 +83,9 @@ impl Recorder {
             .entry(status)
             .or_insert_with(total_histogram)
             .saturating_record(us.min(MAX_LATENCY_US));
+        if served_by_edge {
+            *self.edge_statuses.entry(status).or_default() += 1;
+        }
         if status == 0 {
             self.errors += 1;
         }
@@ -104,6 +111,9 @@ impl Recorder {
                 .or_insert_with(total_histogram)
                 .add(theirs)
                 .expect("same bounds");
+        }
+        for (status, count) in &other.edge_statuses {
+            *self.edge_statuses.entry(*status).or_default() += count;
         }
         self.errors += other.errors;
         self.last = self.last.max(other.last);
@@ -131,6 +141,11 @@ impl Recorder {
             by_status,
             connection_errors: self.errors,
             served_by_edge,
+            served_by_edge_by_status: self
+                .edge_statuses
+                .iter()
+                .map(|(status, count)| (status_name(*status), *count))
+                .collect(),
             latency_ms: Percentiles::of(&self.total),
             latency_ms_by_status: self
                 .by_status
@@ -213,6 +228,8 @@ pub struct Summary {
     pub by_status: BTreeMap<String, u64>,
     pub connection_errors: u64,
     pub served_by_edge: u64,
+    /// Of `by_status`, the answers the edge gave itself.
+    pub served_by_edge_by_status: BTreeMap<String, u64>,
     pub latency_ms: Percentiles,
     /// Latency of the answers with each status ("202", "409", "no_answer").
     pub latency_ms_by_status: BTreeMap<String, Percentiles>,
@@ -249,6 +266,8 @@ mod tests {
         assert_eq!(summary.by_status["no_answer"], 1);
         assert_eq!(summary.connection_errors, 1);
         assert_eq!(summary.served_by_edge, 1);
+        assert_eq!(summary.served_by_edge_by_status.len(), 1);
+        assert_eq!(summary.served_by_edge_by_status["409"], 1);
         assert_eq!(summary.timeline.len(), 17, "100 ms buckets up to 1.6 s");
         assert_eq!(summary.timeline[15].requests_per_second, 10);
         assert_eq!(summary.timeline[16].statuses_per_second["no_answer"], 10);

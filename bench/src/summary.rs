@@ -345,6 +345,8 @@ struct CrowdRun {
     members: i64,
     sold: i64,
     forwarded: i64,
+    /// `503`s the edge gave itself (the gate's `sale_busy`).
+    busy: i64,
 }
 
 impl CrowdRun {
@@ -356,6 +358,9 @@ impl CrowdRun {
             members: json_number(&json, "/summary/requests", &path)? as i64,
             sold: statuses["202"].as_i64().unwrap_or(0),
             forwarded: r.integer(&format!("{stem}-forwarded-buys.txt"))?,
+            busy: json["summary"]["served_by_edge_by_status"]["503"]
+                .as_i64()
+                .unwrap_or(0),
         })
     }
 
@@ -420,15 +425,14 @@ fn edge_rows(r: &Results) -> Vec<(String, RowBuilder<'_>)> {
                 Box::new(move || {
                     let stem = |gate: u32| format!("edge-crowd-{distance}-gate{gate}-{width}");
                     let (gated, open) = (CrowdRun::read(r, &stem(2))?, CrowdRun::read(r, &stem(0))?);
-                    let ratio = if gated.sold > 0 && open.sold > 0 && gated.forwarded > 0 {
-                        format!(
-                            "{:.1}× as many without the gate",
+                    let mut ratio = format!("gate: {} told sale_busy", count(gated.busy));
+                    if gated.sold > 0 && open.sold > 0 && gated.forwarded > 0 {
+                        ratio = format!(
+                            "{:.1}× as many without the gate; {ratio}",
                             (open.forwarded as f64 / open.sold as f64)
                                 / (gated.forwarded as f64 / gated.sold as f64)
-                        )
-                    } else {
-                        String::new()
-                    };
+                        );
+                    }
                     Ok(Some(row(
                         &format!(
                             "edge rush, {} members on {} units, {where_}, {width} in flight: buys forwarded to the origin per unit sold, gate 2× / no gate",
