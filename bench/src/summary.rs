@@ -461,12 +461,18 @@ fn edge_rows(r: &Results) -> Vec<(String, RowBuilder<'_>)> {
             let (gated, open) = ("edge-admitted-gate2", "edge-admitted-gate0");
             let (g50, g99) = (latency(gated, "p50")?, latency(gated, "p99")?);
             let (o50, o99) = (latency(open, "p50")?, latency(open, "p99")?);
-            let sold = r.number(gated, "/summary/by_status/202")? as i64;
+            let members = r.number(gated, "/summary/requests")? as i64;
+            let stock = r.number(gated, "/stock")? as i64;
             let width = r.number(gated, "/concurrency")? as i64;
+            // A run with no 202 at all has no such field.
+            let sold = |stem: &str| count(r.number(stem, "/summary/by_status/202").unwrap_or(0.0) as i64);
             Ok(Some(row(
                 &format!(
-                    "edge, admitted buys (202), origin near, {} buyers on as many units, {width} in flight: latency with the gate / without",
-                    count(sold)
+                    "edge, admitted buys (202), origin near, {} buyers on {} units ({} / {} sold), {width} in flight: latency with the gate / without",
+                    count(members),
+                    count(stock),
+                    sold(gated),
+                    sold(open)
                 ),
                 format!("p50 {g50:.2} ms, p99 {g99:.2} ms / p50 {o50:.2} ms, p99 {o99:.2} ms"),
                 format!("the gate adds {:+.2} ms p50, {:+.2} ms p99", g50 - o50, g99 - o99),
