@@ -90,6 +90,18 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:0")]
         bind: std::net::SocketAddr,
     },
+    /// Serve a TCP proxy that holds every byte DELAY_MS each way, as the
+    /// path to a far location does (scripts/bench puts it between the edge
+    /// and the origin). Prints `listening on ADDR` once it accepts.
+    Proxy {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+        /// Where connections are forwarded, e.g. 127.0.0.1:8080.
+        #[arg(long)]
+        to: std::net::SocketAddr,
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
+    },
     /// Buy, poll the result until the order is written, pay (a PAY_SHARE of the members).
     Mixed {
         #[command(flatten)]
@@ -494,6 +506,23 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Chaos(args) => chaos::run(args).await,
         Command::Floor { bind } => {
             floor::serve(bind).await?;
+            Ok(true)
+        }
+        Command::Proxy {
+            listen,
+            to,
+            delay_ms,
+        } => {
+            let proxy = seckill_bench::proxy::TcpProxy::bind(listen, to)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            proxy.set_delay(Duration::from_millis(delay_ms));
+            println!(
+                "seckill-bench proxy listening on {}:{}, to {to}, {delay_ms} ms each way",
+                listen.ip(),
+                proxy.port()
+            );
+            std::future::pending::<()>().await;
             Ok(true)
         }
         Command::Drain {

@@ -1,5 +1,6 @@
-//! A loopback TCP proxy that a test or the chaos soak puts between a process
-//! and its Redis, database or origin, to cut the path (every connection
+//! A loopback TCP proxy that a test, the chaos soak or scripts/bench
+//! (`seckill-bench proxy`) puts between a process and its Redis, database or
+//! origin, to cut the path (every connection
 //! dropped, new ones refused) or lengthen it (a delay each way, as a far
 //! location has) without touching the server behind it.
 
@@ -30,8 +31,18 @@ struct Path {
 impl TcpProxy {
     /// Forwards a fresh loopback port to `127.0.0.1:target_port`.
     pub async fn start(target_port: u16) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let port = listener.local_addr().expect("proxy address").port();
+        let listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let target = std::net::SocketAddr::from(([127, 0, 0, 1], target_port));
+        Self::bind(listen, target).await.expect("bind proxy")
+    }
+
+    /// Forwards `listen` (port 0: a free one) to `target`.
+    pub async fn bind(
+        listen: std::net::SocketAddr,
+        target: std::net::SocketAddr,
+    ) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(listen).await?;
+        let port = listener.local_addr()?.port();
         let path = Arc::new(Path::default());
         let shared = path.clone();
         let accept_loop = tokio::spawn(async move {
@@ -43,7 +54,7 @@ impl TcpProxy {
                 let _ = inbound.set_nodelay(true);
                 let path = shared.clone();
                 let task = tokio::spawn(async move {
-                    if let Ok(outbound) = TcpStream::connect(("127.0.0.1", target_port)).await {
+                    if let Ok(outbound) = TcpStream::connect(target).await {
                         let _ = outbound.set_nodelay(true);
                         forward(inbound, outbound, path).await;
                     }
@@ -54,11 +65,11 @@ impl TcpProxy {
             }
         })
         .abort_handle();
-        Self {
+        Ok(Self {
             port,
             path,
             accept_loop,
-        }
+        })
     }
 
     /// A proxy that adds `delay` each way from the start.

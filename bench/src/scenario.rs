@@ -189,6 +189,9 @@ pub struct RunReport {
     pub scenario: &'static str,
     pub target: String,
     pub product_id: i64,
+    /// Units the run's sale had (none when the tail loaded a product it was
+    /// given).
+    pub stock: Option<i64>,
     pub concurrency: usize,
     pub rate_limit: Option<f64>,
     pub summary: Summary,
@@ -224,6 +227,7 @@ pub async fn rush(
         scenario: "rush",
         target: session.base.clone(),
         product_id,
+        stock: Some(stock),
         concurrency: session.concurrency,
         rate_limit: rate,
         summary: outcome.recorder.summary(),
@@ -239,9 +243,9 @@ pub async fn tail(
     requests: usize,
     product: Option<i64>,
 ) -> anyhow::Result<RunReport> {
-    let (product_id, accepted_members) = match product {
-        Some(product_id) => (product_id, Vec::new()),
-        None => (sell_out_one_unit(session).await?, vec![1]),
+    let (product_id, stock, accepted_members) = match product {
+        Some(product_id) => (product_id, None, Vec::new()),
+        None => (sell_out_one_unit(session).await?, Some(1), vec![1]),
     };
     let tokens = session.tokens(3, requests);
     let outcome = load::run(
@@ -253,6 +257,7 @@ pub async fn tail(
         scenario: "tail",
         target: session.base.clone(),
         product_id,
+        stock,
         concurrency: session.concurrency,
         rate_limit: None,
         summary: outcome.recorder.summary(),

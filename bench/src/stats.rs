@@ -1,7 +1,7 @@
 //! Latency and throughput, recorded per worker without locks and merged at
-//! the end: a total HDR histogram (3 significant digits), and per 100 ms a
-//! small histogram (1 digit) and status counts for the timelines the charts
-//! draw — fine enough to see a one-second rush.
+//! the end: a total HDR histogram (3 significant digits) and one per status,
+//! and per 100 ms a small histogram (1 digit) and status counts for the
+//! timelines the charts draw — fine enough to see a one-second rush.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -40,6 +40,12 @@ pub struct Recorder {
     start: Instant,
     seconds: Vec<Second>,
     total: Histogram<u64>,
+    /// The same latencies by status: a run's admitted buys (`202`) are read
+    /// apart from its refusals.
+    by_status: BTreeMap<u16, Histogram<u64>>,
+    /// Answers marked `x-served-by: edge`, by status: a `503` of the edge
+    /// itself (`sale_busy`) apart from one of a proxy in front of it.
+    edge_statuses: BTreeMap<u16, u64>,
     errors: u64,
     last: Instant,
 }
@@ -50,7 +56,9 @@ impl Recorder {
         Self {
             start,
             seconds: Vec::new(),
-            total: Histogram::new_with_max(MAX_LATENCY_US, 3).expect("histogram bounds"),
+            total: total_histogram(),
+            by_status: BTreeMap::new(),
+            edge_statuses: BTreeMap::new(),
             errors: 0,
             last: start,
         }
@@ -71,6 +79,13 @@ impl Recorder {
             .latency
             .saturating_record(us.min(MAX_TIMELINE_LATENCY_US));
         self.total.saturating_record(us.min(MAX_LATENCY_US));
+        self.by_status
+            .entry(status)
+            .or_insert_with(total_histogram)
+            .saturating_record(us.min(MAX_LATENCY_US));
+        if served_by_edge {
+            *self.edge_statuses.entry(status).or_default() += 1;
+        }
         if status == 0 {
             self.errors += 1;
         }
@@ -90,6 +105,16 @@ impl Recorder {
             mine.latency.add(&theirs.latency).expect("same bounds");
         }
         self.total.add(&other.total).expect("same bounds");
+        for (status, theirs) in &other.by_status {
+            self.by_status
+                .entry(*status)
+                .or_insert_with(total_histogram)
+                .add(theirs)
+                .expect("same bounds");
+        }
+        for (status, count) in &other.edge_statuses {
+            *self.edge_statuses.entry(*status).or_default() += count;
+        }
         self.errors += other.errors;
         self.last = self.last.max(other.last);
     }
@@ -116,7 +141,17 @@ impl Recorder {
             by_status,
             connection_errors: self.errors,
             served_by_edge,
+            served_by_edge_by_status: self
+                .edge_statuses
+                .iter()
+                .map(|(status, count)| (status_name(*status), *count))
+                .collect(),
             latency_ms: Percentiles::of(&self.total),
+            latency_ms_by_status: self
+                .by_status
+                .iter()
+                .map(|(status, histogram)| (status_name(*status), Percentiles::of(histogram)))
+                .collect(),
             timeline: self
                 .seconds
                 .iter()
@@ -138,6 +173,10 @@ impl Recorder {
                 .collect(),
         }
     }
+}
+
+fn total_histogram() -> Histogram<u64> {
+    Histogram::new_with_max(MAX_LATENCY_US, 3).expect("histogram bounds")
 }
 
 fn status_name(status: u16) -> String {
@@ -189,7 +228,11 @@ pub struct Summary {
     pub by_status: BTreeMap<String, u64>,
     pub connection_errors: u64,
     pub served_by_edge: u64,
+    /// Of `by_status`, the answers the edge gave itself.
+    pub served_by_edge_by_status: BTreeMap<String, u64>,
     pub latency_ms: Percentiles,
+    /// Latency of the answers with each status ("202", "409", "no_answer").
+    pub latency_ms_by_status: BTreeMap<String, Percentiles>,
     pub timeline: Vec<TimelinePoint>,
 }
 
@@ -223,9 +266,14 @@ mod tests {
         assert_eq!(summary.by_status["no_answer"], 1);
         assert_eq!(summary.connection_errors, 1);
         assert_eq!(summary.served_by_edge, 1);
+        assert_eq!(summary.served_by_edge_by_status.len(), 1);
+        assert_eq!(summary.served_by_edge_by_status["409"], 1);
         assert_eq!(summary.timeline.len(), 17, "100 ms buckets up to 1.6 s");
         assert_eq!(summary.timeline[15].requests_per_second, 10);
         assert_eq!(summary.timeline[16].statuses_per_second["no_answer"], 10);
         assert!(summary.latency_ms.max >= 3.9);
+        let accepted = &summary.latency_ms_by_status["202"];
+        assert!((1.9..=2.1).contains(&accepted.p50) && accepted.max < 2.1);
+        assert!(summary.latency_ms_by_status["409"].p50 >= 3.9);
     }
 }

@@ -106,6 +106,16 @@ fn grouped(x: f64, decimals: usize) -> String {
     out
 }
 
+/// `x` as [`grouped`] writes it, with its sign always shown.
+fn signed(x: f64, decimals: usize) -> String {
+    let text = grouped(x, decimals);
+    if text.starts_with('-') {
+        text
+    } else {
+        format!("+{text}")
+    }
+}
+
 fn count(n: i64) -> String {
     grouped(n as f64, 0)
 }
@@ -311,41 +321,165 @@ fn rows(r: &Results) -> Vec<(String, anyhow::Result<Option<Row>>)> {
             )))
         }),
     ));
+    rows.extend(edge_rows(r));
+    rows.into_iter()
+        .map(|(name, build)| (name, build()))
+        .collect()
+}
+
+/// A row of the table, computed when the table is written.
+type RowBuilder<'a> = Box<dyn Fn() -> anyhow::Result<Option<Row>> + 'a>;
+
+/// The edge's crowd runs: with the origin near and far, at these widths.
+const EDGE_DISTANCES: [(&str, &str); 2] = [
+    ("near", "origin near"),
+    ("far", "origin far (60 ms each way)"),
+];
+const EDGE_CROWDS: [usize; 3] = [32, 256, 768];
+
+/// A crowd run through the edge: its units, buys sent and units sold (its
+/// `202`s), and the buys the origin saw (scripts/bench's count from the
+/// origin's own metric).
+struct CrowdRun {
+    stock: i64,
+    members: i64,
+    sold: i64,
+    forwarded: i64,
+    /// `503`s the edge gave itself (the gate's `sale_busy`).
+    busy: i64,
+}
+
+impl CrowdRun {
+    fn read(r: &Results, stem: &str) -> anyhow::Result<Self> {
+        let (json, path) = r.json(stem)?;
+        let statuses = &json["summary"]["by_status"];
+        Ok(Self {
+            stock: json_number(&json, "/stock", &path)? as i64,
+            members: json_number(&json, "/summary/requests", &path)? as i64,
+            sold: statuses["202"].as_i64().unwrap_or(0),
+            forwarded: r.integer(&format!("{stem}-forwarded-buys.txt"))?,
+            busy: json["summary"]["served_by_edge_by_status"]["503"]
+                .as_i64()
+                .unwrap_or(0),
+        })
+    }
+
+    /// Buys forwarded per unit sold ("none sold" when nothing sold).
+    fn per_unit(&self) -> String {
+        if self.sold == 0 {
+            return "none sold".into();
+        }
+        format!("{:.2}", self.forwarded as f64 / self.sold as f64)
+    }
+}
+
+/// Section 5 of scripts/bench: the edge under `wrangler dev` — its tail
+/// against an empty worker under the same `wrangler dev`, the crowd with
+/// and without the admission gate, and the gate's latency.
+fn edge_rows(r: &Results) -> Vec<(String, RowBuilder<'_>)> {
+    let mut rows: Vec<(String, RowBuilder<'_>)> = Vec::new();
     rows.push((
         "edge tail".into(),
         Box::new(|| {
             let served = r.number("edge-tail", "/summary/served_by_edge")? as i64;
             let requests = r.number("edge-tail", "/summary/requests")? as i64;
+            let (edge, empty) = (r.rps("edge-tail")?, r.rps("edge-empty-worker")?);
             Ok(Some(row(
-                "edge, sold-out tail",
+                "edge, sold-out tail under `wrangler dev`",
                 format!(
-                    "{} of {} answered by the edge",
+                    "{} req/s ({} of {} answered by the edge)",
+                    grouped(edge, 0),
                     count(served),
                     count(requests)
                 ),
-                format!("{} req/s", grouped(r.rps("edge-tail")?, 0)),
+                format!("{:.2}× the empty worker", edge / empty),
             )))
         }),
     ));
     rows.push((
-        "edge forwarding".into(),
+        "edge empty worker".into(),
         Box::new(|| {
-            let forwarded = r.integer("edge-forwarded-buys.txt")?;
-            let total = r.number("edge-rush", "/summary/requests")? as i64
-                + r.number("edge-tail", "/summary/requests")? as i64;
             Ok(Some(row(
-                "edge, rush + tail: buys forwarded to the origin",
-                format!("{} of {}", count(forwarded), count(total)),
-                format!(
-                    "{:.1}% absorbed",
-                    (100 * (total - forwarded)) as f64 / total as f64
-                ),
+                "empty worker under the same `wrangler dev`: the same tail against a Worker that answers 409 at once",
+                format!("{} req/s", grouped(r.rps("edge-empty-worker")?, 0)),
+                String::new(),
             )))
         }),
     ));
-    rows.into_iter()
-        .map(|(name, build)| (name, build()))
-        .collect()
+    rows.push((
+        "edge CPU per request".into(),
+        Box::new(|| {
+            let edge_us = r.serving_us_per_request("edge-tail")?;
+            let empty_us = r.serving_us_per_request("edge-empty-worker")?;
+            Ok(Some(row(
+                "wrangler dev + workerd CPU per request: edge tail / empty worker",
+                format!("{} µs / {} µs", grouped(edge_us, 0), grouped(empty_us, 0)),
+                format!("the edge's code: {} µs", signed(edge_us - empty_us, 0)),
+            )))
+        }),
+    ));
+    for (distance, where_) in EDGE_DISTANCES {
+        for width in EDGE_CROWDS {
+            rows.push((
+                format!("edge crowd, {distance}, {width} in flight"),
+                Box::new(move || {
+                    let stem = |gate: u32| format!("edge-crowd-{distance}-gate{gate}-{width}");
+                    let (gated, open) = (CrowdRun::read(r, &stem(2))?, CrowdRun::read(r, &stem(0))?);
+                    let mut ratio = format!("gate: {} told sale_busy", count(gated.busy));
+                    if gated.sold > 0 && open.sold > 0 && gated.forwarded > 0 {
+                        ratio = format!(
+                            "{:.1}× as many without the gate; {ratio}",
+                            (open.forwarded as f64 / open.sold as f64)
+                                / (gated.forwarded as f64 / gated.sold as f64)
+                        );
+                    }
+                    Ok(Some(row(
+                        &format!(
+                            "edge rush, {} members on {} units, {where_}, {width} in flight: buys forwarded to the origin per unit sold, gate 2× / no gate",
+                            count(gated.members),
+                            count(gated.stock)
+                        ),
+                        format!(
+                            "{} / {} ({} / {} sold)",
+                            gated.per_unit(),
+                            open.per_unit(),
+                            count(gated.sold),
+                            count(open.sold)
+                        ),
+                        ratio,
+                    )))
+                }),
+            ));
+        }
+    }
+    rows.push((
+        "edge gate latency".into(),
+        Box::new(|| {
+            let latency = |stem: &str, q: &str| {
+                r.number(stem, &format!("/summary/latency_ms_by_status/202/{q}"))
+            };
+            let (gated, open) = ("edge-admitted-gate2", "edge-admitted-gate0");
+            let (g50, g99) = (latency(gated, "p50")?, latency(gated, "p99")?);
+            let (o50, o99) = (latency(open, "p50")?, latency(open, "p99")?);
+            let members = r.number(gated, "/summary/requests")? as i64;
+            let stock = r.number(gated, "/stock")? as i64;
+            let width = r.number(gated, "/concurrency")? as i64;
+            // A run with no 202 at all has no such field.
+            let sold = |stem: &str| count(r.number(stem, "/summary/by_status/202").unwrap_or(0.0) as i64);
+            Ok(Some(row(
+                &format!(
+                    "edge, admitted buys (202), origin near, {} buyers on {} units ({} / {} sold), {width} in flight: latency with the gate / without",
+                    count(members),
+                    count(stock),
+                    sold(gated),
+                    sold(open)
+                ),
+                format!("p50 {g50:.2} ms, p99 {g99:.2} ms / p50 {o50:.2} ms, p99 {o99:.2} ms"),
+                format!("the gate adds {:+.2} ms p50, {:+.2} ms p99", g50 - o50, g99 - o99),
+            )))
+        }),
+    ));
+    rows
 }
 
 /// The summary of the run in `dir` as a Markdown table, with the rows
@@ -377,7 +511,7 @@ pub fn table(dir: &Path, clock_ticks_per_second: u64) -> anyhow::Result<(String,
 
 #[cfg(test)]
 mod tests {
-    use super::grouped;
+    use super::{grouped, signed};
 
     #[test]
     fn grouped_puts_commas_between_thousands_like_python() {
@@ -386,5 +520,7 @@ mod tests {
         assert_eq!(grouped(1234567.891, 2), "1,234,567.89");
         assert_eq!(grouped(-1234.0, 0), "-1,234");
         assert_eq!(grouped(12.0, 0), "12");
+        assert_eq!(signed(1275.2, 0), "+1,275");
+        assert_eq!(signed(-5.0, 1), "-5.0");
     }
 }

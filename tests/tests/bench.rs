@@ -76,6 +76,16 @@ async fn rush_then_audit(backend: Backend) {
     assert_eq!(results["summary"]["by_status"]["202"], 50);
     assert_eq!(results["summary"]["by_status"]["409"], 150);
     assert!(results["summary"]["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+    assert_eq!(results["stock"], 50);
+    // Latency by answer: the admitted buys apart from the refusals.
+    for status in ["202", "409"] {
+        let latency = &results["summary"]["latency_ms_by_status"][status];
+        let (p50, p99) = (
+            latency["p50"].as_f64().unwrap(),
+            latency["p99"].as_f64().unwrap(),
+        );
+        assert!(0.0 < p50 && p50 <= p99, "{status}: {latency}");
+    }
     for chart in ["rush-throughput.svg", "rush-latency.svg", "rush-orders.svg"] {
         let svg = std::fs::read_to_string(out.path().join(chart)).expect(chart);
         assert!(
@@ -269,6 +279,54 @@ async fn the_tail_mixed_and_baseline_scenarios_run_clean() {
     );
     let results = read_json(&out.path().join("baseline.json"));
     assert_eq!(results["accepted_members"].as_array().unwrap().len(), 20);
+}
+
+/// The far location scripts/bench puts between the edge and the origin:
+/// `seckill-bench proxy` holds every byte the given delay each way, and
+/// passes the origin's answers through unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_puts_the_origin_the_given_delay_away_each_way() {
+    use tokio::io::AsyncBufReadExt;
+
+    let redis = RedisServer::start().await;
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    let origin = Origin::start(OriginOptions::new("bench_proxy", &redis, &db)).await;
+    let origin_address = origin.url().strip_prefix("http://").unwrap().to_string();
+    let mut proxy = tokio::process::Command::new(workspace_binary("seckill-bench"))
+        .args(["proxy", "--to", &origin_address, "--delay-ms", "60"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start seckill-bench proxy");
+    let mut lines = tokio::io::BufReader::new(proxy.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(std::time::Duration::from_secs(10), lines.next_line())
+        .await
+        .expect("the proxy starts within 10 s")
+        .unwrap()
+        .expect("a listening line");
+    let address = line
+        .strip_prefix("seckill-bench proxy listening on ")
+        .and_then(|rest| rest.split(',').next())
+        .expect("the listening line");
+    let far = seckill_tests::Api::new(&format!("http://{address}"));
+    let near = seckill_tests::Api::new(origin.url());
+    let product = near
+        .create_sale(&seckill_tests::Sale::open(1))
+        .await
+        .product_id
+        .get();
+    let started = std::time::Instant::now();
+    let bought = far.buy(product, 1).await;
+    let took = started.elapsed();
+    assert_eq!(bought.status, 202, "the origin's answer, through the proxy");
+    assert!(
+        took >= std::time::Duration::from_millis(120),
+        "60 ms each way: {took:?}"
+    );
+    assert_eq!(
+        far.buy(product, 2).await.body,
+        near.buy(product, 2).await.body
+    );
 }
 
 /// The HTTP floor the benchmark measures the tail against answers a buy
