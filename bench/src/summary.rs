@@ -348,6 +348,209 @@ fn rows(r: &Results) -> Vec<(String, anyhow::Result<Option<Row>>)> {
         .collect()
 }
 
+/// One cluster setup's `<stem>-shards.json` (written by `seckill-bench
+/// shards`): per primary its buys and CPU ticks, and its replicas' ticks.
+struct Shards {
+    buys: f64,
+    /// (buys, primary ticks, replicas' ticks, products) per primary.
+    primaries: Vec<(f64, f64, f64, f64)>,
+}
+
+impl Results {
+    fn shards(&self, stem: &str) -> anyhow::Result<Shards> {
+        let (json, path) = self.json(&format!("{stem}-shards"))?;
+        let primaries = json["primaries"]
+            .as_array()
+            .with_context(|| format!("{} has no primaries", path.display()))?
+            .iter()
+            .map(|primary| {
+                let replicas = primary["replicas"]
+                    .as_array()
+                    .with_context(|| format!("{} lists a primary without replicas", path.display()))?
+                    .iter()
+                    .map(|replica| json_number(replica, "/redis_ticks", &path))
+                    .sum::<anyhow::Result<f64>>()?;
+                Ok((
+                    json_number(primary, "/buys", &path)?,
+                    json_number(primary, "/redis_ticks", &path)?,
+                    replicas,
+                    json_number(primary, "/products", &path)?,
+                ))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if primaries.is_empty() {
+            anyhow::bail!("{} lists no primary", path.display());
+        }
+        Ok(Shards {
+            buys: json_number(&json, "/buys", &path)?,
+            primaries,
+        })
+    }
+
+    /// Microseconds of CPU per buy: `ticks` over `buys`.
+    fn us_per_buy(&self, ticks: f64, buys: f64) -> f64 {
+        ticks / self.clock_ticks_per_second * 1e6 / buys
+    }
+
+    /// The origin's CPU per buy of a cluster-section burst.
+    fn origin_us_per_buy(&self, stem: &str) -> anyhow::Result<f64> {
+        let ticks = self.integer(&format!("{stem}-origin-ticks.txt"))? as f64;
+        Ok(self.us_per_buy(ticks, self.number(stem, "/summary/by_status/202")?))
+    }
+
+    /// The primaries' CPU per buy, all of them together.
+    fn primaries_us_per_buy(&self, shards: &Shards) -> f64 {
+        let ticks: f64 = shards.primaries.iter().map(|p| p.1).sum();
+        self.us_per_buy(ticks, shards.buys)
+    }
+}
+
+/// `parts` joined by " / ".
+fn slashed(parts: impl IntoIterator<Item = String>) -> String {
+    parts.into_iter().collect::<Vec<_>>().join(" / ")
+}
+
+/// The Redis Cluster section's rows (scripts/bench section 6): the same
+/// rush over 30 products on one Redis and on three primaries with a
+/// replica each, and with `SECKILL_REDIS_REPLICA_ACKS=1`.
+fn cluster_rows(r: &Results) -> Vec<(String, anyhow::Result<Option<Row>>)> {
+    let one = || r.rps("cluster-one-redis");
+    let one_redis_us = || -> anyhow::Result<f64> {
+        let ticks = r.integer("cluster-one-redis-redis-ticks.txt")? as f64;
+        Ok(r.us_per_buy(ticks, r.number("cluster-one-redis", "/summary/by_status/202")?))
+    };
+    let products = || -> anyhow::Result<usize> {
+        let (json, path) = r.json("cluster-one-redis")?;
+        Ok(json["products"]
+            .as_array()
+            .with_context(|| format!("{} has no products", path.display()))?
+            .len())
+    };
+    #[allow(clippy::type_complexity)]
+    let mut rows: Vec<(String, Box<dyn Fn() -> anyhow::Result<Option<Row>>>)> = Vec::new();
+    rows.push((
+        "cluster: one Redis".into(),
+        Box::new(|| {
+            Ok(Some(row(
+                &format!(
+                    "Redis Cluster section, buy path over {} products: one Redis",
+                    products()?
+                ),
+                format!("{} req/s", grouped(one()?, 0)),
+                format!(
+                    "CPU per buy: Redis {:.1} µs, origin {:.1} µs",
+                    one_redis_us()?,
+                    r.origin_us_per_buy("cluster-one-redis")?
+                ),
+            )))
+        }),
+    ));
+    rows.push((
+        "cluster: three primaries".into(),
+        Box::new(|| {
+            let (cluster, one) = (r.rps("cluster-acks0")?, one()?);
+            Ok(Some(row(
+                "the same on a Redis Cluster, 3 primaries with a replica each",
+                format!("{} req/s", grouped(cluster, 0)),
+                format!(
+                    "{:.2}× one Redis: on 2 cores the origin and the generator, not Redis, set the rate, so more shards cannot add throughput here; origin CPU per buy {:.1} µs",
+                    cluster / one,
+                    r.origin_us_per_buy("cluster-acks0")?
+                ),
+            )))
+        }),
+    ));
+    rows.push((
+        "cluster: Redis CPU per buy per primary".into(),
+        Box::new(|| {
+            let shards = r.shards("cluster-acks0")?;
+            let (each, replicas): (Vec<String>, Vec<String>) = shards
+                .primaries
+                .iter()
+                .map(|&(buys, ticks, replica_ticks, _)| {
+                    (
+                        format!("{:.1}", r.us_per_buy(ticks, buys)),
+                        format!("{:.1}", r.us_per_buy(replica_ticks, buys)),
+                    )
+                })
+                .unzip();
+            Ok(Some(row(
+                "Redis CPU per buy on each primary (its products' buys)",
+                format!("{} µs", slashed(each)),
+                format!(
+                    "one Redis: {:.1} µs; all primaries: {:.1} µs; their replicas: {} µs",
+                    one_redis_us()?,
+                    r.primaries_us_per_buy(&shards),
+                    slashed(replicas)
+                ),
+            )))
+        }),
+    ));
+    rows.push((
+        "cluster: spread over the primaries".into(),
+        Box::new(|| {
+            let shards = r.shards("cluster-acks0")?;
+            let cpu: f64 = shards.primaries.iter().map(|p| p.1).sum();
+            let share = |part: f64, whole: f64| format!("{:.0}%", 100.0 * part / whole);
+            Ok(Some(row(
+                "each primary's share of the buys / of the primaries' Redis CPU",
+                format!(
+                    "{} of buys; {} of CPU",
+                    slashed(shards.primaries.iter().map(|p| share(p.0, shards.buys))),
+                    slashed(shards.primaries.iter().map(|p| share(p.1, cpu)))
+                ),
+                format!(
+                    "{} products each",
+                    slashed(shards.primaries.iter().map(|p| format!("{:.0}", p.3)))
+                ),
+            )))
+        }),
+    ));
+    rows.push((
+        "cluster: replica acks".into(),
+        Box::new(|| {
+            let (acks1, acks0) = (r.rps("cluster-acks1")?, r.rps("cluster-acks0")?);
+            let (with, without) = (r.shards("cluster-acks1")?, r.shards("cluster-acks0")?);
+            Ok(Some(row(
+                "the same cluster with SECKILL_REDIS_REPLICA_ACKS=1 (a WAIT per coalesced reserve call)",
+                format!("{} req/s", grouped(acks1, 0)),
+                format!(
+                    "{:.2}× acks=0; Redis CPU per buy on the primaries {:.1} µs against {:.1} µs",
+                    acks1 / acks0,
+                    r.primaries_us_per_buy(&with),
+                    r.primaries_us_per_buy(&without)
+                ),
+            )))
+        }),
+    ));
+    rows.push((
+        "cluster: paced latency".into(),
+        Box::new(|| {
+            let latency = |stem: &str| -> anyhow::Result<String> {
+                let p50 = r.number(stem, "/summary/latency_ms/p50")?;
+                let p99 = r.number(stem, "/summary/latency_ms/p99")?;
+                Ok(format!("{p50:.2} / {p99:.2}"))
+            };
+            Ok(Some(row(
+                "latency p50 / p99 at half of one Redis' peak: one Redis; cluster, acks=0; cluster, acks=1",
+                format!(
+                    "{} ms; {} ms; {} ms",
+                    latency("cluster-one-redis-paced")?,
+                    latency("cluster-acks0-paced")?,
+                    latency("cluster-acks1-paced")?
+                ),
+                format!(
+                    "{} buys/s offered to each",
+                    grouped(r.number("cluster-one-redis-paced", "/rate_limit")?, 0)
+                ),
+            )))
+        }),
+    ));
+    rows.into_iter()
+        .map(|(name, build)| (name, build()))
+        .collect()
+}
+
 /// The summary of the run in `dir` as a Markdown table, with the rows
 /// left out for want of a result file, each with its reason.
 pub fn table(dir: &Path, clock_ticks_per_second: u64) -> anyhow::Result<(String, Vec<String>)> {
@@ -360,7 +563,7 @@ pub fn table(dir: &Path, clock_ticks_per_second: u64) -> anyhow::Result<(String,
         "|---|---|---|".to_string(),
     ];
     let mut left_out = Vec::new();
-    for (name, built) in rows(&results) {
+    for (name, built) in rows(&results).into_iter().chain(cluster_rows(&results)) {
         match built {
             Ok(Some((measure, figure, ratio))) => {
                 lines.push(format!("| {measure} | {figure} | {ratio} |"))
