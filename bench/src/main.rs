@@ -181,6 +181,10 @@ enum Command {
     /// of the Redis CPU, and each replica's CPU (what scripts/bench's Redis
     /// Cluster rows are computed from).
     Shards(shards::ShardsArgs),
+    /// Print a `host:port ticks script_calls` line per Redis node: the CPU
+    /// its process has used so far (clock ticks) and the scripts it ran
+    /// (what `shards` subtracts).
+    RedisUsage(shards::UsageArgs),
     /// Print a free TCP port on 127.0.0.1.
     FreePort {
         /// One for a Redis Cluster node: its bus port (+10000) is free too.
@@ -673,6 +677,10 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         }
         Command::Shards(args) => {
             shards::run(args).await?;
+            Ok(true)
+        }
+        Command::RedisUsage(args) => {
+            shards::usage(args).await?;
             Ok(true)
         }
         Command::FreePort { cluster_bus } => {

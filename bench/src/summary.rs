@@ -348,12 +348,32 @@ fn rows(r: &Results) -> Vec<(String, anyhow::Result<Option<Row>>)> {
         .collect()
 }
 
-/// One cluster setup's `<stem>-shards.json` (written by `seckill-bench
-/// shards`): per primary its buys and CPU ticks, and its replicas' ticks.
+/// One primary of a `<stem>-shards.json` (written by `seckill-bench
+/// shards`; one Redis is one primary).
+struct Primary {
+    buys: f64,
+    ticks: f64,
+    script_calls: f64,
+    replica_ticks: f64,
+    products: f64,
+}
+
 struct Shards {
     buys: f64,
-    /// (buys, primary ticks, replicas' ticks, products) per primary.
-    primaries: Vec<(f64, f64, f64, f64)>,
+    primaries: Vec<Primary>,
+}
+
+impl Shards {
+    /// Every primary's CPU ticks, added up.
+    fn ticks(&self) -> f64 {
+        self.primaries.iter().map(|p| p.ticks).sum()
+    }
+
+    /// Buys per script call, over every primary: how many buys of one
+    /// product a reserve call decided together.
+    fn buys_per_call(&self) -> f64 {
+        self.buys / self.primaries.iter().map(|p| p.script_calls).sum::<f64>()
+    }
 }
 
 impl Results {
@@ -364,18 +384,19 @@ impl Results {
             .with_context(|| format!("{} has no primaries", path.display()))?
             .iter()
             .map(|primary| {
-                let replicas = primary["replicas"]
+                let replica_ticks = primary["replicas"]
                     .as_array()
                     .with_context(|| format!("{} lists a primary without replicas", path.display()))?
                     .iter()
                     .map(|replica| json_number(replica, "/redis_ticks", &path))
                     .sum::<anyhow::Result<f64>>()?;
-                Ok((
-                    json_number(primary, "/buys", &path)?,
-                    json_number(primary, "/redis_ticks", &path)?,
-                    replicas,
-                    json_number(primary, "/products", &path)?,
-                ))
+                Ok(Primary {
+                    buys: json_number(primary, "/buys", &path)?,
+                    ticks: json_number(primary, "/redis_ticks", &path)?,
+                    script_calls: json_number(primary, "/script_calls", &path)?,
+                    replica_ticks,
+                    products: json_number(primary, "/products", &path)?,
+                })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         if primaries.is_empty() {
@@ -392,16 +413,30 @@ impl Results {
         ticks / self.clock_ticks_per_second * 1e6 / buys
     }
 
-    /// The origin's CPU per buy of a cluster-section burst.
+    /// The origin's CPU per buy of a cluster-section run.
     fn origin_us_per_buy(&self, stem: &str) -> anyhow::Result<f64> {
         let ticks = self.integer(&format!("{stem}-origin-ticks.txt"))? as f64;
-        Ok(self.us_per_buy(ticks, self.number(stem, "/summary/by_status/202")?))
+        Ok(self.us_per_buy(ticks, self.shards(stem)?.buys))
     }
 
-    /// The primaries' CPU per buy, all of them together.
-    fn primaries_us_per_buy(&self, shards: &Shards) -> f64 {
-        let ticks: f64 = shards.primaries.iter().map(|p| p.1).sum();
-        self.us_per_buy(ticks, shards.buys)
+    /// Redis CPU per buy over every primary together (the one Redis).
+    fn redis_us_per_buy(&self, stem: &str) -> anyhow::Result<f64> {
+        let shards = self.shards(stem)?;
+        Ok(self.us_per_buy(shards.ticks(), shards.buys))
+    }
+
+    /// Each primary's Redis CPU per buy, `a / b / c µs`.
+    fn each_primary_us(&self, stem: &str) -> anyhow::Result<String> {
+        let shards = self.shards(stem)?;
+        Ok(format!(
+            "{} µs",
+            slashed(
+                shards
+                    .primaries
+                    .iter()
+                    .map(|p| format!("{:.1}", self.us_per_buy(p.ticks, p.buys)))
+            )
+        ))
     }
 }
 
@@ -412,13 +447,10 @@ fn slashed(parts: impl IntoIterator<Item = String>) -> String {
 
 /// The Redis Cluster section's rows (scripts/bench section 6): the same
 /// rush over 30 products on one Redis and on three primaries with a
-/// replica each, and with `SECKILL_REDIS_REPLICA_ACKS=1`.
+/// replica each, and with `SECKILL_REDIS_REPLICA_ACKS=1`; each at full
+/// speed and paced at one rate.
 fn cluster_rows(r: &Results) -> Vec<(String, anyhow::Result<Option<Row>>)> {
     let one = || r.rps("cluster-one-redis");
-    let one_redis_us = || -> anyhow::Result<f64> {
-        let ticks = r.integer("cluster-one-redis-redis-ticks.txt")? as f64;
-        Ok(r.us_per_buy(ticks, r.number("cluster-one-redis", "/summary/by_status/202")?))
-    };
     let products = || -> anyhow::Result<usize> {
         let (json, path) = r.json("cluster-one-redis")?;
         Ok(json["products"]
@@ -431,6 +463,7 @@ fn cluster_rows(r: &Results) -> Vec<(String, anyhow::Result<Option<Row>>)> {
     rows.push((
         "cluster: one Redis".into(),
         Box::new(|| {
+            let shards = r.shards("cluster-one-redis")?;
             Ok(Some(row(
                 &format!(
                     "Redis Cluster section, buy path over {} products: one Redis",
@@ -438,8 +471,9 @@ fn cluster_rows(r: &Results) -> Vec<(String, anyhow::Result<Option<Row>>)> {
                 ),
                 format!("{} req/s", grouped(one()?, 0)),
                 format!(
-                    "CPU per buy: Redis {:.1} µs, origin {:.1} µs",
-                    one_redis_us()?,
+                    "CPU per buy: Redis {:.1} µs ({:.1} buys per script call), origin {:.1} µs",
+                    r.redis_us_per_buy("cluster-one-redis")?,
+                    shards.buys_per_call(),
                     r.origin_us_per_buy("cluster-one-redis")?
                 ),
             )))
@@ -464,24 +498,41 @@ fn cluster_rows(r: &Results) -> Vec<(String, anyhow::Result<Option<Row>>)> {
         "cluster: Redis CPU per buy per primary".into(),
         Box::new(|| {
             let shards = r.shards("cluster-acks0")?;
-            let (each, replicas): (Vec<String>, Vec<String>) = shards
-                .primaries
-                .iter()
-                .map(|&(buys, ticks, replica_ticks, _)| {
-                    (
-                        format!("{:.1}", r.us_per_buy(ticks, buys)),
-                        format!("{:.1}", r.us_per_buy(replica_ticks, buys)),
-                    )
-                })
-                .unzip();
             Ok(Some(row(
-                "Redis CPU per buy on each primary (its products' buys)",
-                format!("{} µs", slashed(each)),
+                "Redis CPU per buy on each primary (its products' buys), full speed",
+                r.each_primary_us("cluster-acks0")?,
                 format!(
-                    "one Redis: {:.1} µs; all primaries: {:.1} µs; their replicas: {} µs",
-                    one_redis_us()?,
-                    r.primaries_us_per_buy(&shards),
-                    slashed(replicas)
+                    "one Redis: {:.1} µs; all primaries: {:.1} µs ({:.1} buys per script call); their replicas: {} µs",
+                    r.redis_us_per_buy("cluster-one-redis")?,
+                    r.redis_us_per_buy("cluster-acks0")?,
+                    shards.buys_per_call(),
+                    slashed(shards.primaries.iter().map(|p| format!(
+                        "{:.1}",
+                        r.us_per_buy(p.replica_ticks, p.buys)
+                    )))
+                ),
+            )))
+        }),
+    ));
+    rows.push((
+        "cluster: Redis CPU per buy at one rate".into(),
+        Box::new(|| {
+            let calls = |stem: &str| -> anyhow::Result<String> {
+                Ok(format!("{:.1}", r.shards(stem)?.buys_per_call()))
+            };
+            Ok(Some(row(
+                "Redis CPU per buy paced at half of one Redis' peak: one Redis; each primary, acks=0; each primary, acks=1",
+                format!(
+                    "{:.1} µs; {}; {}",
+                    r.redis_us_per_buy("cluster-one-redis-paced")?,
+                    r.each_primary_us("cluster-acks0-paced")?,
+                    r.each_primary_us("cluster-acks1-paced")?
+                ),
+                format!(
+                    "buys per script call: {}; {}; {}",
+                    calls("cluster-one-redis-paced")?,
+                    calls("cluster-acks0-paced")?,
+                    calls("cluster-acks1-paced")?
                 ),
             )))
         }),
@@ -490,18 +541,18 @@ fn cluster_rows(r: &Results) -> Vec<(String, anyhow::Result<Option<Row>>)> {
         "cluster: spread over the primaries".into(),
         Box::new(|| {
             let shards = r.shards("cluster-acks0")?;
-            let cpu: f64 = shards.primaries.iter().map(|p| p.1).sum();
+            let cpu = shards.ticks();
             let share = |part: f64, whole: f64| format!("{:.0}%", 100.0 * part / whole);
             Ok(Some(row(
                 "each primary's share of the buys / of the primaries' Redis CPU",
                 format!(
                     "{} of buys; {} of CPU",
-                    slashed(shards.primaries.iter().map(|p| share(p.0, shards.buys))),
-                    slashed(shards.primaries.iter().map(|p| share(p.1, cpu)))
+                    slashed(shards.primaries.iter().map(|p| share(p.buys, shards.buys))),
+                    slashed(shards.primaries.iter().map(|p| share(p.ticks, cpu)))
                 ),
                 format!(
                     "{} products each",
-                    slashed(shards.primaries.iter().map(|p| format!("{:.0}", p.3)))
+                    slashed(shards.primaries.iter().map(|p| format!("{:.0}", p.products)))
                 ),
             )))
         }),
@@ -510,15 +561,14 @@ fn cluster_rows(r: &Results) -> Vec<(String, anyhow::Result<Option<Row>>)> {
         "cluster: replica acks".into(),
         Box::new(|| {
             let (acks1, acks0) = (r.rps("cluster-acks1")?, r.rps("cluster-acks0")?);
-            let (with, without) = (r.shards("cluster-acks1")?, r.shards("cluster-acks0")?);
             Ok(Some(row(
-                "the same cluster with SECKILL_REDIS_REPLICA_ACKS=1 (a WAIT per coalesced reserve call)",
+                "the same cluster with SECKILL_REDIS_REPLICA_ACKS=1 (a WAIT per coalesced reserve call), full speed",
                 format!("{} req/s", grouped(acks1, 0)),
                 format!(
                     "{:.2}× acks=0; Redis CPU per buy on the primaries {:.1} µs against {:.1} µs",
                     acks1 / acks0,
-                    r.primaries_us_per_buy(&with),
-                    r.primaries_us_per_buy(&without)
+                    r.redis_us_per_buy("cluster-acks1")?,
+                    r.redis_us_per_buy("cluster-acks0")?
                 ),
             )))
         }),
@@ -532,7 +582,7 @@ fn cluster_rows(r: &Results) -> Vec<(String, anyhow::Result<Option<Row>>)> {
                 Ok(format!("{p50:.2} / {p99:.2}"))
             };
             Ok(Some(row(
-                "latency p50 / p99 at half of one Redis' peak: one Redis; cluster, acks=0; cluster, acks=1",
+                "latency p50 / p99 paced at half of one Redis' peak: one Redis; cluster, acks=0; cluster, acks=1",
                 format!(
                     "{} ms; {} ms; {} ms",
                     latency("cluster-one-redis-paced")?,

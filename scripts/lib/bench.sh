@@ -61,9 +61,9 @@ start_redis() {
 # --cluster-replicas 1) but persisted like start_redis, on free ports whose
 # cluster bus ports are free too. Waits until every node says
 # cluster_state:ok and every replica is in sync; sets $cluster_nodes
-# (host:port,… for REDIS_CLUSTER_NODES), $cluster_ports and $cluster_pids.
+# (host:port,… for REDIS_CLUSTER_NODES) and $cluster_ports.
 start_redis_cluster() {
-  cluster_ports=() cluster_pids=()
+  cluster_ports=()
   local port
   for _ in 1 2 3 4 5 6; do
     # Each node is listening before the next port is picked, so no two
@@ -73,36 +73,27 @@ start_redis_cluster() {
     # nothing here should fail over.
     redis_node "$port" "$work/cluster/$port" --cluster-enabled yes \
       --cluster-config-file nodes.conf --cluster-node-timeout 5000
-    cluster_ports+=("$port") cluster_pids+=("$last_pid")
+    cluster_ports+=("$port")
   done
   local addresses=()
   for port in "${cluster_ports[@]}"; do addresses+=("127.0.0.1:$port"); done
   redis-cli --cluster create "${addresses[@]}" --cluster-replicas 1 --cluster-yes < /dev/null \
     > "$work/cluster/create.log" 2>&1 || die "redis-cli --cluster create failed: $(cat "$work/cluster/create.log")"
   cluster_nodes=$(IFS=,; echo "${addresses[*]}")
-  local healthy
+  local healthy state replication
   for _ in $(seq 300); do
     healthy=1
     for port in "${cluster_ports[@]}"; do
-      redis-cli -p "$port" cluster info | grep -q '^cluster_state:ok' || healthy=0
-      if redis-cli -p "$port" info replication | grep -q '^role:slave'; then
-        redis-cli -p "$port" info replication | grep -q '^master_link_status:up' || healthy=0
-        redis-cli -p "$port" info replication | grep -q '^master_sync_in_progress:0' || healthy=0
+      state=$(redis-cli -p "$port" cluster info) replication=$(redis-cli -p "$port" info replication)
+      [[ $state == *cluster_state:ok* ]] || healthy=0
+      if [[ $replication == *role:slave* ]]; then
+        [[ $replication == *master_link_status:up* && $replication == *master_sync_in_progress:0* ]] || healthy=0
       fi
     done
     [ "$healthy" = 1 ] && return
     sleep 0.1
   done
   die "the Redis Cluster did not become healthy: $(redis-cli -p "${cluster_ports[0]}" cluster nodes)"
-}
-
-# cluster_ticks: a "host:port ticks" line per cluster node (see cpu_ticks),
-# as seckill-bench shards reads them.
-cluster_ticks() {
-  local i
-  for i in "${!cluster_ports[@]}"; do
-    echo "127.0.0.1:${cluster_ports[$i]} $(cpu_ticks "${cluster_pids[$i]}")"
-  done
 }
 
 # start_origin NAME DATABASE_URL [VAR=VALUE...]: starts an origin (or a
