@@ -469,8 +469,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             out,
         } => {
             let session = session(&target, quiet)?;
-            let report =
-                scenario::rush(&session, stock, members, products.into(), rate).await?;
+            let report = scenario::rush(&session, stock, members, products.into(), rate).await?;
             print_summary("rush", &report.summary);
             if report.products.is_empty() {
                 println!(
@@ -565,14 +564,15 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         } => {
             let (product, expected) = match (results, product, expected) {
                 (Some(results), _, _) => {
-                    let [run] = <[_; 1]>::try_from(result_file::run_outcomes(&results)?)
-                        .map_err(|runs| {
+                    let [run] = <[_; 1]>::try_from(result_file::run_outcomes(&results)?).map_err(
+                        |runs| {
                             anyhow::anyhow!(
                                 "{} loaded {} products: drain one with --product and --expected",
                                 results.display(),
                                 runs.len()
                             )
-                        })?;
+                        },
+                    )?;
                     if run.accepted_members.is_empty() {
                         let statuses =
                             result_file::read_json(&results)?["summary"]["by_status"].clone();

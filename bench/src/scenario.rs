@@ -175,7 +175,10 @@ impl Session {
         // Late by the clock's uncertainty rather than early: a buyer who
         // fires before the sale opens on the server's clock is refused.
         let opens_in_ms = (starts_at * 1_000 - server_now_ms + uncertainty).max(0) as u64;
-        Ok((products, Instant::now() + Duration::from_millis(opens_in_ms)))
+        Ok((
+            products,
+            Instant::now() + Duration::from_millis(opens_in_ms),
+        ))
     }
 
     fn plan(&self, label: &str, total: usize, rate: Option<f64>, start_at: Instant) -> Plan {
@@ -197,7 +200,10 @@ fn buy_call(product: i64, tokens: Arc<Vec<String>>) -> Arc<dyn Fn(usize) -> Call
 
 /// Buy `i` goes to `products[i % products.len()]`, so every product gets
 /// an equal share of the buyers, interleaved in time.
-fn buy_calls(products: &[i64], tokens: Arc<Vec<String>>) -> Arc<dyn Fn(usize) -> Call + Send + Sync> {
+fn buy_calls(
+    products: &[i64],
+    tokens: Arc<Vec<String>>,
+) -> Arc<dyn Fn(usize) -> Call + Send + Sync> {
     let paths: Vec<String> = products
         .iter()
         .map(|product| format!("/api/seckill/{product}/orders"))

@@ -35,7 +35,10 @@ pub async fn usage(args: UsageArgs) -> anyhow::Result<()> {
             .get_multiplexed_async_connection()
             .await
             .with_context(|| format!("connecting to the Redis node {node}"))?;
-        let server: String = redis::cmd("INFO").arg("server").query_async(&mut conn).await?;
+        let server: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut conn)
+            .await?;
         let pid = info_field(&server, "process_id")
             .with_context(|| format!("INFO server of {node} has no process_id"))?;
         let stats: String = redis::cmd("INFO")
@@ -155,7 +158,10 @@ async fn slot_ranges(node: &str) -> anyhow::Result<Vec<SlotRange>> {
         .get_multiplexed_async_connection()
         .await
         .with_context(|| format!("connecting to the Redis node {node}"))?;
-    let info: String = redis::cmd("INFO").arg("cluster").query_async(&mut conn).await?;
+    let info: String = redis::cmd("INFO")
+        .arg("cluster")
+        .query_async(&mut conn)
+        .await?;
     if info_field(&info, "cluster_enabled") == Some("0") {
         return Ok(vec![SlotRange {
             start: 0,

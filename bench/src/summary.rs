@@ -386,7 +386,9 @@ impl Results {
             .map(|primary| {
                 let replica_ticks = primary["replicas"]
                     .as_array()
-                    .with_context(|| format!("{} lists a primary without replicas", path.display()))?
+                    .with_context(|| {
+                        format!("{} lists a primary without replicas", path.display())
+                    })?
                     .iter()
                     .map(|replica| json_number(replica, "/redis_ticks", &path))
                     .sum::<anyhow::Result<f64>>()?;
@@ -552,7 +554,12 @@ fn cluster_rows(r: &Results) -> Vec<(String, anyhow::Result<Option<Row>>)> {
                 ),
                 format!(
                     "{} products each",
-                    slashed(shards.primaries.iter().map(|p| format!("{:.0}", p.products)))
+                    slashed(
+                        shards
+                            .primaries
+                            .iter()
+                            .map(|p| format!("{:.0}", p.products))
+                    )
                 ),
             )))
         }),
