@@ -489,7 +489,7 @@ fn cluster_rows(r: &Results) -> Vec<(String, anyhow::Result<Option<Row>>)> {
                 "the same on a Redis Cluster, 3 primaries with a replica each",
                 format!("{} req/s", grouped(cluster, 0)),
                 format!(
-                    "{:.2}× one Redis: on 2 cores the origin and the generator, not Redis, set the rate, so more shards cannot add throughput here; origin CPU per buy {:.1} µs",
+                    "{:.2}× one Redis: on 2 cores shared by the generator, the origin and every Redis node, more shards cannot add throughput; origin CPU per buy {:.1} µs",
                     cluster / one,
                     r.origin_us_per_buy("cluster-acks0")?
                 ),
