@@ -64,8 +64,9 @@ enum Command {
         #[arg(long, default_value_t = 20_000)]
         members: usize,
         /// Sales of STOCK units each, opening together; the members are
-        /// dealt out over them in turn (member i buys product i mod
-        /// PRODUCTS), so on a Redis Cluster every shard carries some.
+        /// dealt out over them in turn (member 1 buys the first, member
+        /// PRODUCTS + 1 the first again), so on a Redis Cluster every
+        /// shard carries some.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
         products: u16,
         /// Pace the buys to this many per second (default: as fast as answers come).
