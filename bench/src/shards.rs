@@ -10,7 +10,7 @@
 //! summary's Redis Cluster rows are computed from the file `shards` writes.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use seckill_shared::keys::{slot_of, RedisKeys};
@@ -198,7 +198,7 @@ async fn slot_ranges(node: &str) -> anyhow::Result<Vec<SlotRange>> {
 }
 
 /// `host:port ticks script_calls` lines, as `redis-usage` prints them.
-fn read_usage(path: &PathBuf) -> anyhow::Result<BTreeMap<String, Used>> {
+fn read_usage(path: &Path) -> anyhow::Result<BTreeMap<String, Used>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     text.lines()
