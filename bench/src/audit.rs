@@ -933,26 +933,28 @@ fn check(
     (checks, expected_losses)
 }
 
-/// The audit of one product after a `rush` or `mixed` run, as the
+/// The audit of the products of a `rush` or `mixed` run, as the
 /// `seckill-bench` commands call it.
 pub struct AuditInput {
     pub database_url: String,
-    pub redis_url: String,
+    /// The deployment's Redis (one, or a cluster's seed nodes).
+    pub redis: RedisAt,
     pub key_prefix: String,
-    pub product: i64,
+    /// Each product, with the members the load was answered 202 for.
+    pub products: Vec<(i64, Vec<i64>)>,
     pub mode: Mode,
-    /// Members the load was answered 202 for.
-    pub accepted: Vec<i64>,
     pub drain_timeout: Duration,
 }
 
 pub async fn audit(input: &AuditInput) -> anyhow::Result<Vec<Check>> {
     let mut scope = Scope::new(input.database_url.clone())
-        .products([input.product])
-        .accepted(input.product, input.accepted.iter().copied())
+        .products(input.products.iter().map(|(product, _)| *product))
         .drain_timeout(input.drain_timeout);
+    for (product, members) in &input.products {
+        scope = scope.accepted(*product, members.iter().copied());
+    }
     if input.mode == Mode::Reserve {
-        scope = scope.redis(input.redis_url.clone(), input.key_prefix.clone());
+        scope.redis = Some((input.redis.clone(), input.key_prefix.clone()));
     }
     Ok(run(&scope).await?.checks)
 }

@@ -16,18 +16,25 @@ pub struct DrainReport {
     pub timeline: Vec<(f64, i64)>,
 }
 
-pub async fn count_orders(pool: &AnyPool, product: i64) -> anyhow::Result<i64> {
-    let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM orders WHERE product_id = $1")
-        .bind(product)
-        .fetch_one(pool)
-        .await?;
+/// The orders of these products in the database.
+pub async fn count_orders(pool: &AnyPool, products: &[i64]) -> anyhow::Result<i64> {
+    // Integers, so listing them in the statement is safe; one statement
+    // whatever the number of products.
+    let ids: Vec<String> = products.iter().map(i64::to_string).collect();
+    let (count,): (i64,) = sqlx::query_as(&format!(
+        "SELECT COUNT(*) FROM orders WHERE product_id IN ({})",
+        ids.join(",")
+    ))
+    .fetch_one(pool)
+    .await?;
     Ok(count)
 }
 
-/// Polls every 100 ms until `expected` orders exist or `timeout` passes.
+/// Polls every 100 ms until `expected` orders of `products` exist or
+/// `timeout` passes.
 pub async fn watch(
     pool: &AnyPool,
-    product: i64,
+    products: &[i64],
     expected: i64,
     timeout: Duration,
 ) -> anyhow::Result<DrainReport> {
@@ -36,7 +43,7 @@ pub async fn watch(
     let mut first: Option<(f64, i64)> = None;
     let mut last = (0.0, 0);
     loop {
-        let count = count_orders(pool, product).await?;
+        let count = count_orders(pool, products).await?;
         let at = started.elapsed().as_secs_f64();
         timeline.push((at, count));
         if count > last.1 {

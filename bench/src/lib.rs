@@ -14,3 +14,17 @@ pub fn free_port() -> std::io::Result<u16> {
         .and_then(|listener| listener.local_addr())
         .map(|address| address.port())
 }
+
+/// A free port whose Redis Cluster bus port (port + 10000) is free too,
+/// and not one of `taken`.
+pub fn free_cluster_port(taken: &[u16]) -> std::io::Result<u16> {
+    loop {
+        let port = free_port()?;
+        if port > 55_000 || taken.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return Ok(port);
+        }
+    }
+}

@@ -20,6 +20,7 @@ mod load;
 mod profile_shares;
 mod result_file;
 mod scenario;
+mod shards;
 mod stats;
 mod summary;
 
@@ -57,10 +58,17 @@ enum Command {
     Rush {
         #[command(flatten)]
         target: TargetArgs,
+        /// Units of each product.
         #[arg(long, default_value_t = 1_000)]
         stock: i64,
         #[arg(long, default_value_t = 20_000)]
         members: usize,
+        /// Sales of STOCK units each, opening together; the members are
+        /// dealt out over them in turn (member 1 buys the first, member
+        /// PRODUCTS + 1 the first again), so on a Redis Cluster every
+        /// shard carries some.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+        products: u16,
         /// Pace the buys to this many per second (default: as fast as answers come).
         #[arg(long)]
         rate: Option<f64>,
@@ -138,11 +146,12 @@ enum Command {
     /// The fault-injection soak: a deployment of its own under mixed load
     /// and seeded faults, then the invariant audit (see docs/RELIABILITY.md).
     Chaos(chaos::ChaosArgs),
-    /// Audit a product after a run (reads the accepted members from its result file).
+    /// Audit a run's products (reads the accepted members from its result file).
     Audit {
         #[command(flatten)]
         audit: AuditArgs,
-        /// Default: the product of the result file.
+        /// Default: the product (or products) of the result file; this one
+        /// instead, with the accepted members of a one-product file.
         #[arg(long)]
         product: Option<i64>,
         /// A result file written by `rush` or `mixed`.
@@ -180,8 +189,21 @@ enum Command {
         #[arg(long = "label", value_parser = parse_label)]
         labels: Vec<(String, String)>,
     },
+    /// After a rush over many products on a Redis Cluster: each primary's
+    /// share of the buys (the 202s of the products whose slots it owns) and
+    /// of the Redis CPU, and each replica's CPU (what scripts/bench's Redis
+    /// Cluster rows are computed from).
+    Shards(shards::ShardsArgs),
+    /// Print a `host:port ticks script_calls` line per Redis node: the CPU
+    /// its process has used so far (clock ticks) and the scripts it ran
+    /// (what `shards` subtracts).
+    RedisUsage(shards::UsageArgs),
     /// Print a free TCP port on 127.0.0.1.
-    FreePort,
+    FreePort {
+        /// One for a Redis Cluster node: its bus port (+10000) is free too.
+        #[arg(long)]
+        cluster_bus: bool,
+    },
     /// Create the demo sale scripts/run shows, or reuse the previous one
     /// while its countdown runs; prints its product id.
     DemoSale {
@@ -237,6 +259,10 @@ struct AuditArgs {
     database_url: Option<String>,
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
+    /// The deployment's Redis Cluster, `host:port,…` seed nodes (as the
+    /// origin's REDIS_CLUSTER_NODES); when given, used instead of --redis-url.
+    #[arg(long, env = "REDIS_CLUSTER_NODES")]
+    redis_cluster_nodes: Option<String>,
     #[arg(long, env = "SECKILL_KEY_PREFIX", default_value = "seckill:")]
     key_prefix: String,
     /// The origin's mode (SECKILL_MODE).
@@ -368,23 +394,39 @@ fn write_json(out: &OutArgs, stem: &str, value: &impl serde::Serialize) -> anyho
     Ok(path)
 }
 
-/// Waits for the orders, charts them, then audits; false if a check failed.
+impl AuditArgs {
+    fn redis(&self) -> audit::RedisAt {
+        match &self.redis_cluster_nodes {
+            Some(nodes) => audit::RedisAt::Cluster(
+                nodes
+                    .split(',')
+                    .map(|node| format!("redis://{}", node.trim()))
+                    .collect(),
+            ),
+            None => audit::RedisAt::One(self.redis_url.clone()),
+        }
+    }
+}
+
+/// Waits for the orders, charts them, then audits `products` (each with
+/// the members answered 202 for it); false if a check failed.
 async fn audit_run(
     args: &AuditArgs,
     out: &OutArgs,
     stem: &str,
-    product: i64,
-    accepted: &[i64],
+    products: Vec<(i64, Vec<i64>)>,
 ) -> anyhow::Result<bool> {
     let Some(database_url) = &args.database_url else {
         println!("  (no --database-url: audit skipped)");
         return Ok(true);
     };
     let pool = audit::connect(database_url).await?;
+    let ids: Vec<i64> = products.iter().map(|(product, _)| *product).collect();
+    let accepted: usize = products.iter().map(|(_, members)| members.len()).sum();
     let drained = drain::watch(
         &pool,
-        product,
-        accepted.len() as i64,
+        &ids,
+        accepted as i64,
         Duration::from_secs(args.drain_timeout_s),
     )
     .await?;
@@ -409,16 +451,18 @@ async fn audit_run(
             }],
         ),
     )?;
+    match ids.as_slice() {
+        [product] => println!("audit of product {product}:"),
+        _ => println!("audit of {} products:", ids.len()),
+    }
     let input = AuditInput {
         database_url: database_url.clone(),
-        redis_url: args.redis_url.clone(),
+        redis: args.redis(),
         key_prefix: args.key_prefix.clone(),
-        product,
+        products,
         mode: args.mode,
-        accepted: accepted.to_vec(),
         drain_timeout: Duration::from_secs(args.drain_timeout_s),
     };
-    println!("audit of product {product}:");
     let checks = audit::audit(&input).await?;
     let passed = audit::report(&checks);
     write_json(out, &format!("{stem}-audit"), &checks)?;
@@ -432,30 +476,46 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             target,
             stock,
             members,
+            products,
             rate,
             audit,
             out,
         } => {
             let session = session(&target, quiet)?;
-            let report = scenario::rush(&session, stock, members, rate).await?;
+            let report = scenario::rush(&session, stock, members, products.into(), rate).await?;
             print_summary("rush", &report.summary);
-            println!(
-                "  product {}: {} of {stock} units sold",
-                report.product_id,
-                report.accepted_members.len()
-            );
+            if report.products.is_empty() {
+                println!(
+                    "  product {}: {} of {stock} units sold",
+                    report.product_id,
+                    report.accepted_members.len()
+                );
+            } else {
+                let sold: usize = report
+                    .products
+                    .iter()
+                    .map(|p| p.accepted_members.len())
+                    .sum();
+                println!(
+                    "  {} products: {sold} of {} units sold",
+                    report.products.len(),
+                    stock * report.products.len() as i64
+                );
+            }
             let stem = out.stem("rush");
             let path = write_json(&out, &stem, &report)?;
             write_charts(&out, &stem, "Sell-out rush", &report.summary)?;
             println!("  results: {}", path.display());
-            audit_run(
-                &audit,
-                &out,
-                &stem,
-                report.product_id,
-                &report.accepted_members,
-            )
-            .await
+            let sold = if report.products.is_empty() {
+                vec![(report.product_id, report.accepted_members)]
+            } else {
+                report
+                    .products
+                    .into_iter()
+                    .map(|p| (p.product_id, p.accepted_members))
+                    .collect()
+            };
+            audit_run(&audit, &out, &stem, sold).await
         }
         Command::Tail {
             target,
@@ -498,8 +558,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 &audit,
                 &out,
                 &stem,
-                report.product_id,
-                &report.accepted_members,
+                vec![(report.product_id, report.accepted_members)],
             )
             .await
         }
@@ -535,7 +594,15 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         } => {
             let (product, expected) = match (results, product, expected) {
                 (Some(results), _, _) => {
-                    let run = result_file::run_outcome(&results)?;
+                    let [run] = <[_; 1]>::try_from(result_file::run_outcomes(&results)?).map_err(
+                        |runs| {
+                            anyhow::anyhow!(
+                                "{} loaded {} products: drain one with --product and --expected",
+                                results.display(),
+                                runs.len()
+                            )
+                        },
+                    )?;
                     if run.accepted_members.is_empty() {
                         let statuses =
                             result_file::read_json(&results)?["summary"]["by_status"].clone();
@@ -551,7 +618,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             };
             let pool = audit::connect(&database_url).await?;
             let report =
-                drain::watch(&pool, product, expected, Duration::from_secs(timeout_s)).await?;
+                drain::watch(&pool, &[product], expected, Duration::from_secs(timeout_s)).await?;
             println!(
                 "drain: {} of {} orders, {:.0} orders/s over {:.2} s",
                 report.written, report.expected, report.orders_per_second, report.seconds
@@ -582,7 +649,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             product,
             results,
         } => {
-            let run = result_file::run_outcome(&results)?;
+            let runs = result_file::run_outcomes(&results)?;
             let out = OutArgs {
                 out: results.parent().map(PathBuf::from).unwrap_or_default(),
                 name: None,
@@ -591,8 +658,19 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "run".into());
-            let product = product.unwrap_or(run.product_id);
-            audit_run(&audit, &out, &stem, product, &run.accepted_members).await
+            let products = match (product, runs.as_slice()) {
+                (None, _) => runs
+                    .into_iter()
+                    .map(|run| (run.product_id, run.accepted_members))
+                    .collect(),
+                (Some(product), [run]) => vec![(product, run.accepted_members.clone())],
+                (Some(_), _) => anyhow::bail!(
+                    "{} loaded {} products: --product is for a one-product run",
+                    results.display(),
+                    runs.len()
+                ),
+            };
+            audit_run(&audit, &out, &stem, products).await
         }
         Command::Summary {
             results,
@@ -627,8 +705,21 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             println!("{}", seckill_bench::metrics_text::sum(text, &name, &labels));
             Ok(true)
         }
-        Command::FreePort => {
-            println!("{}", seckill_bench::free_port()?);
+        Command::Shards(args) => {
+            shards::run(args).await?;
+            Ok(true)
+        }
+        Command::RedisUsage(args) => {
+            shards::usage(args).await?;
+            Ok(true)
+        }
+        Command::FreePort { cluster_bus } => {
+            let port = if cluster_bus {
+                seckill_bench::free_cluster_port(&[])?
+            } else {
+                seckill_bench::free_port()?
+            };
+            println!("{port}");
             Ok(true)
         }
         Command::DemoSale {

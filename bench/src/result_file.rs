@@ -49,6 +49,31 @@ pub fn run_outcome(path: &Path) -> anyhow::Result<RunOutcome> {
     })
 }
 
+/// Every product a result file loaded with its members answered `202`:
+/// the `products` of a rush over several (`rush --products`), else the
+/// one product of [`run_outcome`].
+pub fn run_outcomes(path: &Path) -> anyhow::Result<Vec<RunOutcome>> {
+    let json = read_json(path)?;
+    let Some(products) = json.get("products") else {
+        return Ok(vec![run_outcome(path)?]);
+    };
+    let products: Vec<ProductOutcome> = serde_json::from_value(products.clone())
+        .with_context(|| format!("products of {} is not a list of products", path.display()))?;
+    Ok(products
+        .into_iter()
+        .map(|p| RunOutcome {
+            product_id: p.product_id,
+            accepted_members: p.accepted_members,
+        })
+        .collect())
+}
+
+#[derive(serde::Deserialize)]
+struct ProductOutcome {
+    product_id: i64,
+    accepted_members: Vec<i64>,
+}
+
 /// Splits one CSV line (quoted fields, `""` for a quote inside one).
 fn csv_fields(line: &str) -> Vec<String> {
     let mut fields = vec![String::new()];

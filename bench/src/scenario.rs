@@ -132,6 +132,20 @@ impl Session {
         stock: i64,
         start_in: Duration,
     ) -> anyhow::Result<(ProductView, Instant)> {
+        let (mut products, start_at) = self.create_sales(name, stock, 1, start_in).await?;
+        Ok((products.remove(0), start_at))
+    }
+
+    /// Creates `count` sales of `stock` units each that all open at the
+    /// same second, `start_in` from now on the server's clock (see
+    /// [`Self::create_sale`]).
+    pub async fn create_sales(
+        &self,
+        name: &str,
+        stock: i64,
+        count: usize,
+        start_in: Duration,
+    ) -> anyhow::Result<(Vec<ProductView>, Instant)> {
         if self.admin_token.is_none() {
             bail!("creating the sale needs the admin token: --admin-token or SECKILL_ADMIN_TOKEN");
         }
@@ -147,17 +161,24 @@ impl Session {
             starts_at,
             ends_at: starts_at + 3_600,
         };
-        let product = match self.api()?.create_sale(&body).await {
-            Ok(product) => product,
-            Err(err @ seckill_client::Error::Api { .. }) => {
-                bail!("creating the sale was answered {err}: check --admin-token")
-            }
-            Err(err) => return Err(err.into()),
-        };
+        let api = self.api()?;
+        let mut products = Vec::with_capacity(count);
+        for _ in 0..count.max(1) {
+            products.push(match api.create_sale(&body).await {
+                Ok(product) => product,
+                Err(err @ seckill_client::Error::Api { .. }) => {
+                    bail!("creating the sale was answered {err}: check --admin-token")
+                }
+                Err(err) => return Err(err.into()),
+            });
+        }
         // Late by the clock's uncertainty rather than early: a buyer who
         // fires before the sale opens on the server's clock is refused.
         let opens_in_ms = (starts_at * 1_000 - server_now_ms + uncertainty).max(0) as u64;
-        Ok((product, Instant::now() + Duration::from_millis(opens_in_ms)))
+        Ok((
+            products,
+            Instant::now() + Duration::from_millis(opens_in_ms),
+        ))
     }
 
     fn plan(&self, label: &str, total: usize, rate: Option<f64>, start_at: Instant) -> Plan {
@@ -174,10 +195,22 @@ impl Session {
 }
 
 fn buy_call(product: i64, tokens: Arc<Vec<String>>) -> Arc<dyn Fn(usize) -> Call + Send + Sync> {
-    let path = format!("/api/seckill/{product}/orders");
+    buy_calls(&[product], tokens)
+}
+
+/// Buy `i` goes to `products[i % products.len()]`, so every product gets
+/// an equal share of the buyers, interleaved in time.
+fn buy_calls(
+    products: &[i64],
+    tokens: Arc<Vec<String>>,
+) -> Arc<dyn Fn(usize) -> Call + Send + Sync> {
+    let paths: Vec<String> = products
+        .iter()
+        .map(|product| format!("/api/seckill/{product}/orders"))
+        .collect();
     Arc::new(move |i| Call {
         method: Method::POST,
-        path: path.clone(),
+        path: paths[i % paths.len()].clone(),
         token: Some(tokens[i % tokens.len()].clone()),
         body: None,
     })
@@ -188,6 +221,7 @@ fn buy_call(product: i64, tokens: Arc<Vec<String>>) -> Arc<dyn Fn(usize) -> Call
 pub struct RunReport {
     pub scenario: &'static str,
     pub target: String,
+    /// The product loaded (the first one of a rush over several).
     pub product_id: i64,
     /// Units the run's sale had (none when the tail loaded a product it was
     /// given).
@@ -195,43 +229,65 @@ pub struct RunReport {
     pub concurrency: usize,
     pub rate_limit: Option<f64>,
     pub summary: Summary,
+    /// Members answered 202 for `product_id`.
+    pub accepted_members: Vec<i64>,
+    /// A rush over several products (`rush --products`): every product,
+    /// `product_id` first, each with its members answered 202.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub products: Vec<ProductSold>,
+}
+
+/// One product of a rush over several, and the members answered 202 for it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProductSold {
+    pub product_id: i64,
     pub accepted_members: Vec<i64>,
 }
 
-/// The sell-out rush: `members` members (one buy each) rush `stock` units,
-/// all firing at the start time.
+/// The sell-out rush: `members` members (one buy each) rush `stock` units
+/// of each of `products` sales, all firing at the start time; member `i`
+/// (from 1) buys product `(i - 1) % products`.
 pub async fn rush(
     session: &Session,
     stock: i64,
     members: usize,
+    products: usize,
     rate: Option<f64>,
 ) -> anyhow::Result<RunReport> {
-    let (product, start_at) = session
-        .create_sale("bench rush", stock, Duration::from_secs(2))
+    let (sales, start_at) = session
+        .create_sales("bench rush", stock, products, Duration::from_secs(2))
         .await?;
-    let product_id = product.product_id.get();
+    let ids: Vec<i64> = sales.iter().map(|sale| sale.product_id.get()).collect();
     let tokens = session.tokens(1, members);
     let outcome = load::run(
         session.plan("rush", members, rate, start_at),
-        buy_call(product_id, tokens),
+        buy_calls(&ids, tokens),
     )
     .await;
-    let accepted_members = outcome
-        .statuses
+    let mut sold: Vec<ProductSold> = ids
         .iter()
-        .enumerate()
-        .filter(|(_, status)| **status == 202)
-        .map(|(i, _)| i as i64 + 1)
+        .map(|&product_id| ProductSold {
+            product_id,
+            accepted_members: Vec::new(),
+        })
         .collect();
+    for (i, status) in outcome.statuses.iter().enumerate() {
+        if *status == 202 {
+            sold[i % ids.len()].accepted_members.push(i as i64 + 1);
+        }
+    }
+    let accepted_members = sold[0].accepted_members.clone();
     Ok(RunReport {
         scenario: "rush",
         target: session.base.clone(),
-        product_id,
+        product_id: ids[0],
+        // Per product: a rush over several sells this many of each.
         stock: Some(stock),
         concurrency: session.concurrency,
         rate_limit: rate,
         summary: outcome.recorder.summary(),
         accepted_members,
+        products: if ids.len() > 1 { sold } else { Vec::new() },
     })
 }
 
@@ -262,6 +318,7 @@ pub async fn tail(
         rate_limit: None,
         summary: outcome.recorder.summary(),
         accepted_members,
+        products: Vec::new(),
     })
 }
 

@@ -482,6 +482,266 @@ fn edge_rows(r: &Results) -> Vec<(String, RowBuilder<'_>)> {
     rows
 }
 
+/// One primary of a `<stem>-shards.json` (written by `seckill-bench
+/// shards`; one Redis is one primary).
+struct Primary {
+    buys: f64,
+    ticks: f64,
+    script_calls: f64,
+    replica_ticks: f64,
+    products: f64,
+}
+
+struct Shards {
+    buys: f64,
+    primaries: Vec<Primary>,
+}
+
+impl Shards {
+    /// Every primary's CPU ticks, added up.
+    fn ticks(&self) -> f64 {
+        self.primaries.iter().map(|p| p.ticks).sum()
+    }
+
+    /// Buys per script call, over every primary: how many buys of one
+    /// product a reserve call decided together.
+    fn buys_per_call(&self) -> f64 {
+        self.buys / self.primaries.iter().map(|p| p.script_calls).sum::<f64>()
+    }
+}
+
+impl Results {
+    fn shards(&self, stem: &str) -> anyhow::Result<Shards> {
+        let (json, path) = self.json(&format!("{stem}-shards"))?;
+        let primaries = json["primaries"]
+            .as_array()
+            .with_context(|| format!("{} has no primaries", path.display()))?
+            .iter()
+            .map(|primary| {
+                let replica_ticks = primary["replicas"]
+                    .as_array()
+                    .with_context(|| {
+                        format!("{} lists a primary without replicas", path.display())
+                    })?
+                    .iter()
+                    .map(|replica| json_number(replica, "/redis_ticks", &path))
+                    .sum::<anyhow::Result<f64>>()?;
+                Ok(Primary {
+                    buys: json_number(primary, "/buys", &path)?,
+                    ticks: json_number(primary, "/redis_ticks", &path)?,
+                    script_calls: json_number(primary, "/script_calls", &path)?,
+                    replica_ticks,
+                    products: json_number(primary, "/products", &path)?,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if primaries.is_empty() {
+            anyhow::bail!("{} lists no primary", path.display());
+        }
+        Ok(Shards {
+            buys: json_number(&json, "/buys", &path)?,
+            primaries,
+        })
+    }
+
+    /// Microseconds of CPU per buy: `ticks` over `buys`.
+    fn us_per_buy(&self, ticks: f64, buys: f64) -> f64 {
+        ticks / self.clock_ticks_per_second * 1e6 / buys
+    }
+
+    /// The origin's CPU per buy of a cluster-section run.
+    fn origin_us_per_buy(&self, stem: &str) -> anyhow::Result<f64> {
+        let ticks = self.integer(&format!("{stem}-origin-ticks.txt"))? as f64;
+        Ok(self.us_per_buy(ticks, self.shards(stem)?.buys))
+    }
+
+    /// Redis CPU per buy over every primary together (the one Redis).
+    fn redis_us_per_buy(&self, stem: &str) -> anyhow::Result<f64> {
+        let shards = self.shards(stem)?;
+        Ok(self.us_per_buy(shards.ticks(), shards.buys))
+    }
+
+    /// Each primary's Redis CPU per buy, `a / b / c µs`.
+    fn each_primary_us(&self, stem: &str) -> anyhow::Result<String> {
+        let shards = self.shards(stem)?;
+        Ok(format!(
+            "{} µs",
+            slashed(
+                shards
+                    .primaries
+                    .iter()
+                    .map(|p| format!("{:.1}", self.us_per_buy(p.ticks, p.buys)))
+            )
+        ))
+    }
+}
+
+/// `parts` joined by " / ".
+fn slashed(parts: impl IntoIterator<Item = String>) -> String {
+    parts.into_iter().collect::<Vec<_>>().join(" / ")
+}
+
+/// The Redis Cluster section's rows (scripts/bench section 6): the same
+/// rush over 30 products on one Redis and on three primaries with a
+/// replica each, and with `SECKILL_REDIS_REPLICA_ACKS=1`; each at full
+/// speed and paced at one rate.
+fn cluster_rows(r: &Results) -> Vec<(String, anyhow::Result<Option<Row>>)> {
+    let one = || r.rps("cluster-one-redis");
+    let products = || -> anyhow::Result<usize> {
+        let (json, path) = r.json("cluster-one-redis")?;
+        Ok(json["products"]
+            .as_array()
+            .with_context(|| format!("{} has no products", path.display()))?
+            .len())
+    };
+    #[allow(clippy::type_complexity)]
+    let mut rows: Vec<(String, Box<dyn Fn() -> anyhow::Result<Option<Row>>>)> = Vec::new();
+    rows.push((
+        "cluster: one Redis".into(),
+        Box::new(|| {
+            let shards = r.shards("cluster-one-redis")?;
+            Ok(Some(row(
+                &format!(
+                    "Redis Cluster section, buy path over {} products: one Redis",
+                    products()?
+                ),
+                format!("{} req/s", grouped(one()?, 0)),
+                format!(
+                    "CPU per buy: Redis {:.1} µs ({:.1} buys per script call), origin {:.1} µs",
+                    r.redis_us_per_buy("cluster-one-redis")?,
+                    shards.buys_per_call(),
+                    r.origin_us_per_buy("cluster-one-redis")?
+                ),
+            )))
+        }),
+    ));
+    rows.push((
+        "cluster: three primaries".into(),
+        Box::new(|| {
+            let (cluster, one) = (r.rps("cluster-acks0")?, one()?);
+            Ok(Some(row(
+                "the same on a Redis Cluster, 3 primaries with a replica each",
+                format!("{} req/s", grouped(cluster, 0)),
+                format!(
+                    "{:.2}× one Redis: on 2 cores shared by the generator, the origin and every Redis node, more shards cannot add throughput; origin CPU per buy {:.1} µs",
+                    cluster / one,
+                    r.origin_us_per_buy("cluster-acks0")?
+                ),
+            )))
+        }),
+    ));
+    rows.push((
+        "cluster: Redis CPU per buy per primary".into(),
+        Box::new(|| {
+            let shards = r.shards("cluster-acks0")?;
+            Ok(Some(row(
+                "Redis CPU per buy on each primary (its products' buys), full speed",
+                r.each_primary_us("cluster-acks0")?,
+                format!(
+                    "one Redis: {:.1} µs; all primaries: {:.1} µs ({:.1} buys per script call); their replicas: {} µs",
+                    r.redis_us_per_buy("cluster-one-redis")?,
+                    r.redis_us_per_buy("cluster-acks0")?,
+                    shards.buys_per_call(),
+                    slashed(shards.primaries.iter().map(|p| format!(
+                        "{:.1}",
+                        r.us_per_buy(p.replica_ticks, p.buys)
+                    )))
+                ),
+            )))
+        }),
+    ));
+    rows.push((
+        "cluster: Redis CPU per buy at one rate".into(),
+        Box::new(|| {
+            let calls = |stem: &str| -> anyhow::Result<String> {
+                Ok(format!("{:.1}", r.shards(stem)?.buys_per_call()))
+            };
+            Ok(Some(row(
+                "Redis CPU per buy paced at half of one Redis' peak: one Redis; each primary, acks=0; each primary, acks=1",
+                format!(
+                    "{:.1} µs; {}; {}",
+                    r.redis_us_per_buy("cluster-one-redis-paced")?,
+                    r.each_primary_us("cluster-acks0-paced")?,
+                    r.each_primary_us("cluster-acks1-paced")?
+                ),
+                format!(
+                    "buys per script call: {}; {}; {}",
+                    calls("cluster-one-redis-paced")?,
+                    calls("cluster-acks0-paced")?,
+                    calls("cluster-acks1-paced")?
+                ),
+            )))
+        }),
+    ));
+    rows.push((
+        "cluster: spread over the primaries".into(),
+        Box::new(|| {
+            let shards = r.shards("cluster-acks0")?;
+            let cpu = shards.ticks();
+            let share = |part: f64, whole: f64| format!("{:.0}%", 100.0 * part / whole);
+            Ok(Some(row(
+                "each primary's share of the buys / of the primaries' Redis CPU",
+                format!(
+                    "{} of buys; {} of CPU",
+                    slashed(shards.primaries.iter().map(|p| share(p.buys, shards.buys))),
+                    slashed(shards.primaries.iter().map(|p| share(p.ticks, cpu)))
+                ),
+                format!(
+                    "{} products each",
+                    slashed(
+                        shards
+                            .primaries
+                            .iter()
+                            .map(|p| format!("{:.0}", p.products))
+                    )
+                ),
+            )))
+        }),
+    ));
+    rows.push((
+        "cluster: replica acks".into(),
+        Box::new(|| {
+            let (acks1, acks0) = (r.rps("cluster-acks1")?, r.rps("cluster-acks0")?);
+            Ok(Some(row(
+                "the same cluster with SECKILL_REDIS_REPLICA_ACKS=1 (a WAIT per coalesced reserve call), full speed",
+                format!("{} req/s", grouped(acks1, 0)),
+                format!(
+                    "{:.2}× acks=0; Redis CPU per buy on the primaries {:.1} µs against {:.1} µs",
+                    acks1 / acks0,
+                    r.redis_us_per_buy("cluster-acks1")?,
+                    r.redis_us_per_buy("cluster-acks0")?
+                ),
+            )))
+        }),
+    ));
+    rows.push((
+        "cluster: paced latency".into(),
+        Box::new(|| {
+            let latency = |stem: &str| -> anyhow::Result<String> {
+                let p50 = r.number(stem, "/summary/latency_ms/p50")?;
+                let p99 = r.number(stem, "/summary/latency_ms/p99")?;
+                Ok(format!("{p50:.2} / {p99:.2}"))
+            };
+            Ok(Some(row(
+                "latency p50 / p99 paced at half of one Redis' peak: one Redis; cluster, acks=0; cluster, acks=1",
+                format!(
+                    "{} ms; {} ms; {} ms",
+                    latency("cluster-one-redis-paced")?,
+                    latency("cluster-acks0-paced")?,
+                    latency("cluster-acks1-paced")?
+                ),
+                format!(
+                    "{} buys/s offered to each",
+                    grouped(r.number("cluster-one-redis-paced", "/rate_limit")?, 0)
+                ),
+            )))
+        }),
+    ));
+    rows.into_iter()
+        .map(|(name, build)| (name, build()))
+        .collect()
+}
+
 /// The summary of the run in `dir` as a Markdown table, with the rows
 /// left out for want of a result file, each with its reason.
 pub fn table(dir: &Path, clock_ticks_per_second: u64) -> anyhow::Result<(String, Vec<String>)> {
@@ -494,7 +754,7 @@ pub fn table(dir: &Path, clock_ticks_per_second: u64) -> anyhow::Result<(String,
         "|---|---|---|".to_string(),
     ];
     let mut left_out = Vec::new();
-    for (name, built) in rows(&results) {
+    for (name, built) in rows(&results).into_iter().chain(cluster_rows(&results)) {
         match built {
             Ok(Some((measure, figure, ratio))) => {
                 lines.push(format!("| {measure} | {figure} | {ratio} |"))

@@ -31,17 +31,69 @@ build_release() {
 # A free port on 127.0.0.1 (after build_release).
 free_port() { "$bench" free-port; }
 
-# start_redis: Redis as scripts/run runs it (append-only file, fsync every
-# second) on a free port; sets $redis_port, $redis_pid and REDIS_URL.
+# redis_node PORT DIR [ARG...]: a redis-server as scripts/run runs it
+# (append-only file, fsync every second) on PORT, its files in DIR, with
+# ARGs added; sets $last_pid once it answers.
+redis_node() {
+  local port=$1 dir=$2
+  shift 2
+  mkdir -p "$dir"
+  redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --save "" \
+    --appendonly yes --appendfsync everysec --logfile "$dir/redis.log" "$@" &
+  pids+=($!)
+  last_pid=$!
+  for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && return; sleep 0.1; done
+  die "redis-server did not start: $(cat "$dir/redis.log")"
+}
+
+# start_redis: Redis as scripts/run runs it on a free port; sets
+# $redis_port, $redis_pid and REDIS_URL.
 start_redis() {
   redis_port=$(free_port)
-  redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$work" --save "" \
-    --appendonly yes --appendfsync everysec --logfile "$work/redis.log" &
-  pids+=($!)
-  redis_pid=$!
+  redis_node "$redis_port" "$work"
+  redis_pid=$last_pid
   export REDIS_URL="redis://127.0.0.1:$redis_port"
-  for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && return; sleep 0.1; done
-  die "redis-server did not start: $(cat "$work/redis.log")"
+}
+
+# start_redis_cluster: a Redis Cluster of three primaries with a replica
+# each, started as the tests start theirs (tests/src/redis_cluster.rs:
+# redis-server --cluster-enabled yes, joined by redis-cli --cluster create
+# --cluster-replicas 1) but persisted like start_redis, on free ports whose
+# cluster bus ports are free too. Waits until every node says
+# cluster_state:ok and every replica is in sync; sets $cluster_nodes
+# (host:port,… for REDIS_CLUSTER_NODES) and $cluster_ports.
+start_redis_cluster() {
+  cluster_ports=()
+  local port
+  for _ in 1 2 3 4 5 6; do
+    # Each node is listening before the next port is picked, so no two
+    # nodes (or bus ports) collide.
+    port=$("$bench" free-port --cluster-bus)
+    # A node timeout well above the pauses of a saturated 2-core machine:
+    # nothing here should fail over.
+    redis_node "$port" "$work/cluster/$port" --cluster-enabled yes \
+      --cluster-config-file nodes.conf --cluster-node-timeout 5000
+    cluster_ports+=("$port")
+  done
+  local addresses=()
+  for port in "${cluster_ports[@]}"; do addresses+=("127.0.0.1:$port"); done
+  redis-cli --cluster create "${addresses[@]}" --cluster-replicas 1 --cluster-yes < /dev/null \
+    > "$work/cluster/create.log" 2>&1 || die "redis-cli --cluster create failed: $(cat "$work/cluster/create.log")"
+  cluster_nodes=$(IFS=,; echo "${addresses[*]}")
+  local healthy state replication
+  for _ in $(seq 300); do
+    healthy=1
+    for port in "${cluster_ports[@]}"; do
+      state=$(redis-cli -p "$port" cluster info) replication=$(redis-cli -p "$port" info replication)
+      [[ $state == *cluster_state:ok* ]] || healthy=0
+      if [[ $replication == *role:slave* ]]; then
+        [[ $replication == *master_link_status:up* && $replication == *master_sync_in_progress:0* ]] || healthy=0
+      fi
+    done
+    [ "$healthy" = 1 ] && return
+    sleep 0.1
+  done
+  die "the Redis Cluster did not become healthy: $(redis-cli -p "${cluster_ports[0]}" cluster nodes)"
 }
 
 # start_origin NAME DATABASE_URL [VAR=VALUE...]: starts an origin (or a

@@ -39,15 +39,7 @@ pub struct RedisCluster {
 
 /// A free port whose cluster bus port (port + 10000) is free too.
 fn free_cluster_port(taken: &[u16]) -> u16 {
-    loop {
-        let port = crate::free_port();
-        if port > 55_000 || taken.contains(&port) {
-            continue;
-        }
-        if std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
-            return port;
-        }
-    }
+    seckill_bench::free_cluster_port(taken).expect("a free port")
 }
 
 impl RedisCluster {

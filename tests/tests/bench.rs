@@ -10,7 +10,8 @@ use redis::AsyncCommands;
 use seckill_tests::checks::{keys, pid};
 use seckill_tests::paths::{workspace_binary, ScratchDir};
 use seckill_tests::{
-    Backend, Origin, OriginOptions, RedisServer, TestDatabase, ADMIN_TOKEN, TOKEN_SECRET,
+    AppSettings, Backend, Origin, OriginOptions, RedisBackend, RedisServer, TestApp, TestDatabase,
+    TestRedis, ADMIN_TOKEN, TOKEN_SECRET,
 };
 
 async fn bench(args: &[&str]) -> Output {
@@ -616,6 +617,8 @@ async fn the_summary_fields_and_metrics_come_from_a_real_runs_files() {
         "drain into sqlite, batches of 200: no",
         "mixed load: no",
         "edge tail: no",
+        "cluster: one Redis: no",
+        "cluster: Redis CPU per buy at one rate: no",
     ] {
         assert!(
             left_out.contains(&format!("summary: left out {row}")),
@@ -711,6 +714,126 @@ async fn the_summary_fields_and_metrics_come_from_a_real_runs_files() {
         "{stderr}"
     );
     assert!(stderr.contains("\"409\":20"), "{stderr}");
+}
+
+/// scripts/bench's Redis Cluster section in small, on a real 3+3 cluster:
+/// a rush over 30 products deals the members out in turn and sells every
+/// product out, its audit covers all 30 on the cluster, and `redis-usage`
+/// before and after plus `shards` put each product's buys on the primary
+/// that owns its slot, with that primary's script calls and its replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rush_over_many_products_on_a_cluster_is_counted_per_primary() {
+    const PRODUCTS: usize = 30;
+    let redis = TestRedis::start(RedisBackend::Cluster).await;
+    let TestRedis::Cluster(cluster) = &redis else {
+        unreachable!()
+    };
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    let app = TestApp::start_on(&redis, &db, AppSettings::new()).await;
+    let out = ScratchDir::new("bench-cluster");
+    let out_dir = out.path().to_str().unwrap();
+    let nodes = cluster.seeds();
+    let usage = |name: &'static str| {
+        let nodes = nodes.clone();
+        let path = out.path().join(name);
+        async move {
+            let usage = bench(&["redis-usage", "--nodes", &nodes]).await;
+            assert!(usage.status.success());
+            assert_eq!(stdout_of(&usage).lines().count(), 6, "a line per node");
+            std::fs::write(&path, &usage.stdout).unwrap();
+            path
+        }
+    };
+
+    let before = usage("before").await;
+    let rush = bench(&[
+        "rush",
+        "--url",
+        &app.url(),
+        "--products",
+        &PRODUCTS.to_string(),
+        "--stock",
+        "10",
+        "--members",
+        "300",
+        "--concurrency",
+        "8",
+        "--database-url",
+        db.url(),
+        "--redis-cluster-nodes",
+        &nodes,
+        "--out",
+        out_dir,
+        "--name",
+        "rush",
+    ])
+    .await;
+    assert!(rush.status.success(), "the audit on the cluster passes");
+    let audited = stdout_of(&rush);
+    assert!(audited.contains("audit of 30 products:"), "{audited}");
+    assert_eq!(audited.matches("PASS").count(), 11, "{audited}");
+    let after = usage("after").await;
+
+    // Member i buys product (i - 1) mod 30: ten members each, all sold.
+    let results = read_json(&out.path().join("rush.json"));
+    let products = results["products"].as_array().unwrap();
+    assert_eq!(products.len(), PRODUCTS);
+    assert_eq!(results["product_id"], products[0]["product_id"]);
+    for (index, product) in products.iter().enumerate() {
+        let mut members: Vec<i64> =
+            serde_json::from_value(product["accepted_members"].clone()).unwrap();
+        members.sort();
+        let dealt: Vec<i64> = (0..10).map(|k| (index + 1 + k * PRODUCTS) as i64).collect();
+        assert_eq!(members, dealt, "product {index}");
+    }
+
+    let shards_path = out.path().join("shards.json");
+    let shards = bench(&[
+        "shards",
+        "--results",
+        out.path().join("rush.json").to_str().unwrap(),
+        "--node",
+        nodes.split(',').next().unwrap(),
+        "--before",
+        before.to_str().unwrap(),
+        "--after",
+        after.to_str().unwrap(),
+        "--out",
+        shards_path.to_str().unwrap(),
+    ])
+    .await;
+    assert!(shards.status.success());
+    let shards = read_json(&shards_path);
+    assert_eq!(shards["buys"], 300);
+    let mut expected: std::collections::BTreeMap<String, usize> = Default::default();
+    for product in products {
+        let port = cluster
+            .primary_of(&keys().item(pid(product["product_id"].as_i64().unwrap())))
+            .await;
+        *expected.entry(format!("127.0.0.1:{port}")).or_default() += 1;
+    }
+    let primaries = shards["primaries"].as_array().unwrap();
+    assert_eq!(primaries.len(), 3, "{shards}");
+    let mut slots = 0;
+    for primary in primaries {
+        let node = primary["node"].as_str().unwrap();
+        let products = expected.get(node).copied().unwrap_or(0) as u64;
+        assert_eq!(primary["products"], products, "{node}");
+        assert_eq!(primary["buys"], products * 10, "{node}");
+        // At least one reserve call per product of its slots.
+        assert!(
+            primary["script_calls"].as_u64().unwrap() >= products,
+            "{primary}"
+        );
+        assert!(primary["redis_ticks"].as_i64().unwrap() >= 0, "{primary}");
+        assert_eq!(
+            primary["replicas"].as_array().unwrap().len(),
+            1,
+            "{primary}"
+        );
+        slots += primary["slots"].as_u64().unwrap();
+    }
+    assert_eq!(slots, 16_384, "every slot is owned once");
 }
 
 /// The pid of a test's redis-server, from Redis itself.
