@@ -91,6 +91,42 @@ variants!(thousand_reservations_become_thousand_orders {
     postgres_on_a_cluster: (Backend::Postgres, RedisBackend::Cluster),
 });
 
+/// One read takes up to `SECKILL_CONSUMER_BATCH` entries from every live
+/// product's stream. Four busy products at the largest batch make one read
+/// more rows than a PostgreSQL statement has parameters for (65,535; the
+/// consumer wrote none of them and retried for ever): every reservation
+/// must still become an order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_busy_products_in_one_read_all_become_orders() {
+    const PRODUCTS: i64 = 4;
+    const STOCK: i64 = 4_200;
+    let redis = RedisServer::start().await;
+    let db = TestDatabase::create(Backend::Postgres).await;
+    let app = buyer(&redis, &db).await;
+    let api = app.api();
+    let (mut products, mut accepted) = (Vec::new(), Vec::new());
+    for index in 0..PRODUCTS {
+        let product = api.create_sale(&Sale::open(STOCK)).await.product_id.get();
+        products.push(product);
+        let first = (index + 1) * 100_000;
+        let queued = buy_all(&api, product, first..first + STOCK).await;
+        assert_eq!(queued.len() as i64, STOCK, "product {product} sells out");
+        accepted.extend(queued.into_iter().map(|member| (product, member)));
+    }
+    // Started after the buys, so its first read finds all of them.
+    let _worker = TestWorker::start(
+        redis.url(),
+        &db,
+        AppSettings::new().set("SECKILL_CONSUMER_BATCH", 5_000),
+    )
+    .await;
+    let pool = db.pool().await;
+    for &product in &products {
+        wait_for_orders(&pool, product, STOCK as usize).await;
+    }
+    assert_invariants(&redis, &db, &products, &accepted).await;
+}
+
 async fn killed_worker_loses_nothing(backend: Backend) {
     let label = "pipeline_killed_worker";
     let redis = RedisServer::start().await;

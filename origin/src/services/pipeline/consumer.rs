@@ -161,10 +161,19 @@ impl Consumer {
         tracing::info!("order consumer stopped");
     }
 
-    /// Writes one batch and settles every entry in it.
-    async fn handle(&mut self, batch: Vec<Delivery>) {
-        let span = tracing::info_span!("order_batch", entries = batch.len());
-        self.handle_batch(batch).instrument(span).await
+    /// Writes what one read delivered and settles every entry in it, at
+    /// most `batch` entries per transaction: a read takes up to `batch`
+    /// from every product's stream, and many busy products at once would
+    /// make one statement carry more rows than the database allows
+    /// parameters for (PostgreSQL: 65,535).
+    async fn handle(&mut self, mut delivered: Vec<Delivery>) {
+        let batch = self.ctx.settings.batch.max(1);
+        while !delivered.is_empty() {
+            let rest = delivered.split_off(delivered.len().min(batch));
+            let chunk = std::mem::replace(&mut delivered, rest);
+            let span = tracing::info_span!("order_batch", entries = chunk.len());
+            self.handle_batch(chunk).instrument(span).await;
+        }
     }
 
     async fn handle_batch(&mut self, batch: Vec<Delivery>) {
