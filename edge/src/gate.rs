@@ -204,6 +204,26 @@ pub struct GateBook {
     calls: u64,
 }
 
+/// Charges members admitted from a lease to their rate-limit buckets
+/// (even past empty: a debt), returning those now over the limit and for
+/// how long (ms) they are blocked.
+fn charge_spent(
+    limiter: Option<&mut RateLimiter>,
+    members: &[MemberId],
+    now_ms: u64,
+) -> Vec<(MemberId, u64)> {
+    let Some(limiter) = limiter else {
+        return Vec::new();
+    };
+    members
+        .iter()
+        .filter_map(|&member| {
+            let wait_ms = limiter.charge(member, now_ms);
+            (wait_ms > 0).then_some((member, wait_ms))
+        })
+        .collect()
+}
+
 impl GateBook {
     pub fn new(settings: GateSettings) -> Self {
         Self {
@@ -329,16 +349,7 @@ impl GateBook {
         holder.unresolved = (holder.unresolved + request.spent)
             .saturating_sub(request.outcomes.total() + request.unspent);
 
-        let mut blocked = Vec::new();
-        if let Some(limiter) = self.limiter.as_mut() {
-            for &member in &request.spent_members {
-                let wait_ms = limiter.charge(member, now_ms);
-                if wait_ms > 0 {
-                    blocked.push((member, wait_ms));
-                }
-            }
-        }
-        blocked
+        charge_spent(self.limiter.as_mut(), &request.spent_members, now_ms)
     }
 
     /// The second half of [`GateBook::sync`]: the isolate's waiting buyers
@@ -646,16 +657,7 @@ impl ShardBook {
         self.to_root
             .spent_members
             .extend(request.spent_members.iter().copied());
-        let mut blocked = Vec::new();
-        if let Some(limiter) = self.limiter.as_mut() {
-            for &member in &request.spent_members {
-                let wait_ms = limiter.charge(member, now_ms);
-                if wait_ms > 0 {
-                    blocked.push((member, wait_ms));
-                }
-            }
-        }
-        blocked
+        charge_spent(self.limiter.as_mut(), &request.spent_members, now_ms)
     }
 
     /// The second half: the isolate's waiting buyers decided from the
