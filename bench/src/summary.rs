@@ -651,6 +651,34 @@ fn cluster_rows(r: &Results) -> Vec<(String, anyhow::Result<Option<Row>>)> {
         }),
     ));
     rows.push((
+        "cluster: Redis CPU per buy as primaries are added".into(),
+        Box::new(|| {
+            let replica_us = |stem: &str| -> anyhow::Result<String> {
+                let shards = r.shards(stem)?;
+                let ticks: f64 = shards.primaries.iter().map(|p| p.replica_ticks).sum();
+                Ok(format!("{:.1}", r.us_per_buy(ticks, shards.buys)))
+            };
+            let (one, three) = (
+                r.redis_us_per_buy("cluster-one-primary")?,
+                r.redis_us_per_buy("cluster-acks0")?,
+            );
+            Ok(Some(row(
+                "Redis CPU per buy in cluster mode, a replica each: 1 primary / 3 primaries (full speed; paced at half of one Redis' peak)",
+                format!(
+                    "{one:.1} / {three:.1} µs; paced {:.1} / {:.1} µs",
+                    r.redis_us_per_buy("cluster-one-primary-paced")?,
+                    r.redis_us_per_buy("cluster-acks0-paced")?
+                ),
+                format!(
+                    "{:.2}× the cost per buy with three times the primaries; replicas {} / {} µs per buy",
+                    three / one,
+                    replica_us("cluster-one-primary")?,
+                    replica_us("cluster-acks0")?
+                ),
+            )))
+        }),
+    ));
+    rows.push((
         "cluster: Redis CPU per buy at one rate".into(),
         Box::new(|| {
             let calls = |stem: &str| -> anyhow::Result<String> {

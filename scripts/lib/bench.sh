@@ -55,17 +55,20 @@ start_redis() {
   export REDIS_URL="redis://127.0.0.1:$redis_port"
 }
 
-# start_redis_cluster: a Redis Cluster of three primaries with a replica
-# each, started as the tests start theirs (tests/src/redis_cluster.rs:
-# redis-server --cluster-enabled yes, joined by redis-cli --cluster create
-# --cluster-replicas 1) but persisted like start_redis, on free ports whose
-# cluster bus ports are free too. Waits until every node says
-# cluster_state:ok and every replica is in sync; sets $cluster_nodes
-# (host:port,… for REDIS_CLUSTER_NODES) and $cluster_ports.
+# start_redis_cluster [PRIMARIES]: a Redis Cluster of PRIMARIES (3 unless
+# told; 1 or 3 or more) with a replica each, started as the tests start
+# theirs (tests/src/redis_cluster.rs: redis-server --cluster-enabled yes,
+# joined by redis-cli --cluster create --cluster-replicas 1) but persisted
+# like start_redis, on free ports whose cluster bus ports are free too.
+# redis-cli will not create fewer than three primaries, so one primary is
+# given every slot and met by its replica by hand. Waits until every node
+# says cluster_state:ok and every replica is in sync; sets $cluster_nodes
+# (host:port,… for REDIS_CLUSTER_NODES), $cluster_ports and $cluster_pids.
 start_redis_cluster() {
-  cluster_ports=()
+  local primaries=${1:-3}
+  cluster_ports=() cluster_pids=()
   local port
-  for _ in 1 2 3 4 5 6; do
+  for _ in $(seq $(( primaries * 2 ))); do
     # Each node is listening before the next port is picked, so no two
     # nodes (or bus ports) collide.
     port=$("$bench" free-port --cluster-bus)
@@ -73,12 +76,34 @@ start_redis_cluster() {
     # nothing here should fail over.
     redis_node "$port" "$work/cluster/$port" --cluster-enabled yes \
       --cluster-config-file nodes.conf --cluster-node-timeout 5000
-    cluster_ports+=("$port")
+    cluster_ports+=("$port") cluster_pids+=("$last_pid")
   done
   local addresses=()
   for port in "${cluster_ports[@]}"; do addresses+=("127.0.0.1:$port"); done
-  redis-cli --cluster create "${addresses[@]}" --cluster-replicas 1 --cluster-yes < /dev/null \
-    > "$work/cluster/create.log" 2>&1 || die "redis-cli --cluster create failed: $(cat "$work/cluster/create.log")"
+  if [ "$primaries" = 1 ]; then
+    local primary=${cluster_ports[0]} replica=${cluster_ports[1]}
+    redis-cli -p "$primary" cluster addslotsrange 0 16383 >/dev/null
+    redis-cli -p "$replica" cluster meet 127.0.0.1 "$primary" >/dev/null
+    local primary_id
+    primary_id=$(redis-cli -p "$primary" cluster myid)
+    # The replica can only follow a node it already knows (redis-cli exits
+    # 0 on an error reply: its answer is what tells), and clients read the
+    # replica from the primary's view.
+    local answer=
+    for _ in $(seq 100); do
+      answer=$(redis-cli -p "$replica" cluster replicate "$primary_id" 2>&1)
+      [ "$answer" = OK ] && break
+      sleep 0.1
+    done
+    [ "$answer" = OK ] || die "the replica cannot follow the primary: $answer"
+    for _ in $(seq 100); do
+      [ -n "$(redis-cli -p "$primary" cluster replicas "$primary_id")" ] && break
+      sleep 0.1
+    done
+  else
+    redis-cli --cluster create "${addresses[@]}" --cluster-replicas 1 --cluster-yes < /dev/null \
+      > "$work/cluster/create.log" 2>&1 || die "redis-cli --cluster create failed: $(cat "$work/cluster/create.log")"
+  fi
   cluster_nodes=$(IFS=,; echo "${addresses[*]}")
   local healthy state replication
   for _ in $(seq 300); do
