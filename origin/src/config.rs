@@ -120,7 +120,7 @@ pub struct Config {
     /// order consumers in this process (`worker`: at least 1)
     #[arg(long, env = "SECKILL_CONSUMERS", default_value = "1", value_parser = clap::value_parser!(u16).range(0..=64))]
     pub consumers: u16,
-    /// order requests per batch
+    /// order requests read per product stream and written per transaction
     #[arg(long, env = "SECKILL_CONSUMER_BATCH", default_value = "200", value_parser = clap::value_parser!(u16).range(1..=5_000))]
     pub consumer_batch: u16,
     /// idle time (ms) after which another consumer takes an entry over

@@ -438,6 +438,22 @@ impl RedisCluster {
             .expect("a node of this cluster");
         assert!(self.nodes[index].child.is_none(), "node {port} is running");
         self.spawn(index);
+        // A node that cannot start (its port taken meanwhile by another
+        // test, say) says why in its log: fail with that, not a timeout.
+        let log = self.dir.path().join(port.to_string()).join("redis.log");
+        for _ in 0..300 {
+            if node_connection(port).await.is_some() {
+                break;
+            }
+            let child = self.nodes[index].child.as_mut().expect("just spawned");
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "node {port} exited ({status}) on restart: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         wait_for_ping(port).await;
     }
 

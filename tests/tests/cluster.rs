@@ -277,7 +277,7 @@ async fn a_primary_killed_mid_rush(replica_acks: u16) {
         // this soon (the default is 30 s).
         .set("SECKILL_CLAIM_IDLE_MS", 2_000)
         .set("SECKILL_REDIS_REPLICA_ACKS", replica_acks)
-        .set("SECKILL_REDIS_REPLICA_WAIT_MS", 500);
+        .set("SECKILL_REDIS_REPLICA_WAIT_MS", 1_500);
     let app = TestApp::start_on(&redis, &db, settings).await;
     let api = app.api();
     let mut products = Vec::new();
@@ -497,7 +497,7 @@ async fn a_stale_replica_takes_over(replica_acks: u16) {
     let settings = AppSettings::new()
         .set("SECKILL_CLAIM_IDLE_MS", 2_000)
         .set("SECKILL_REDIS_REPLICA_ACKS", replica_acks)
-        .set("SECKILL_REDIS_REPLICA_WAIT_MS", 300);
+        .set("SECKILL_REDIS_REPLICA_WAIT_MS", 1_500);
     // Orders are written by a worker of their own, which the test stops.
     let app = TestApp::start_on(&redis, &db, settings.clone().set("SECKILL_CONSUMERS", 0)).await;
     let api = app.api();
