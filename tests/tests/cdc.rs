@@ -11,6 +11,7 @@ use reqwest::Method;
 use seckill_tests::checks::{
     buy_all, keys, orders, pid, reconcile, redis_stock, rush, sql, stock_available, wait_for_orders,
 };
+use seckill_tests::client::unix_now;
 use seckill_tests::variants;
 use seckill_tests::{
     eventually, Api, AppSettings, Backend, Origin, OriginOptions, RedisBackend, RedisServer, Sale,
@@ -134,6 +135,24 @@ async fn edits_reach_every_origin(backend: Backend, redis: RedisBackend) {
         eventually(PROPAGATION, "buys to be refused as ended", || {
             let api = api.clone();
             async move { (api.buy(product, 77).await.error() == Some("ended")).then_some(()) }
+        })
+        .await;
+    }
+
+    // Ending keeps the sale: an edit with a later end reopens it everywhere.
+    let reopened = admin(
+        &b.api(),
+        Method::PATCH,
+        &format!("/admin/products/{product}"),
+        Some(json!({"ends_at": unix_now() + 3_600})),
+    )
+    .await;
+    assert_eq!(reopened.status, 200, "{:?}", reopened.body);
+    for (origin, member) in [(&a, 78), (&b, 79)] {
+        let api = origin.api();
+        eventually(PROPAGATION, "buys to be taken again", || {
+            let api = api.clone();
+            async move { (api.buy(product, member).await.status == 202).then_some(()) }
         })
         .await;
     }
