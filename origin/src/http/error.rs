@@ -151,3 +151,20 @@ impl From<SaleError> for ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_buy_whose_shard_moved_twice_is_unavailable_not_unknown() {
+        // Nothing was reserved, so the buyer may simply try again.
+        let moved = ApiError::from(BuyError::Store(StoreError::ShardMoved));
+        assert_eq!(moved.code(), ErrorCode::Unavailable);
+        let unreplicated = ApiError::from(BuyError::OutcomeUnknown(StoreError::Unreplicated {
+            wanted: 1,
+            acked: 0,
+        }));
+        assert_eq!(unreplicated.code(), ErrorCode::OutcomeUnknown);
+    }
+}

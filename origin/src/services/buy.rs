@@ -167,11 +167,7 @@ impl Buying {
             ReserveOutcome::Ended => Err(Refusal::Ended.into()),
             ReserveOutcome::UnknownProduct => Err(Refusal::UnknownProduct.into()),
             // Checked, and refused again: the shard changed hands once more.
-            ReserveOutcome::Unchecked => Err(StoreError::from(redis::RedisError::from((
-                redis::ErrorKind::Server(redis::ServerErrorKind::TryAgain),
-                "the item's shard changed hands while it was being checked",
-            )))
-            .into()),
+            ReserveOutcome::Unchecked => Err(StoreError::ShardMoved.into()),
         }
     }
 

@@ -26,6 +26,11 @@ pub enum StoreError {
     /// required confirmed it in time: a failover now could lose it.
     #[error("{acked} of {wanted} replicas confirmed the write in time")]
     Unreplicated { wanted: u16, acked: u16 },
+    /// The item's shard changed hands again while the item was being
+    /// checked against the database (a failover or slot move on a
+    /// cluster): nothing was reserved, and a later try can succeed.
+    #[error("the item's shard changed hands while it was being checked")]
+    ShardMoved,
 }
 
 impl StoreError {
@@ -37,6 +42,7 @@ impl StoreError {
             Self::Database(err) => db::is_transient(err),
             Self::DatabaseUnreachable(_) => true,
             Self::Unreplicated { .. } => true,
+            Self::ShardMoved => true,
         }
     }
 
