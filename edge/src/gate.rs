@@ -224,6 +224,64 @@ fn charge_spent(
         .collect()
 }
 
+/// The answer when the gate cannot read the stock: every waiting buyer is
+/// told so, and the isolate gets no lease.
+fn unavailable_answer(members: usize, lease_ms: u64, blocked: Vec<(MemberId, u64)>) -> SyncAnswer {
+    SyncAnswer {
+        admissions: vec![Admission::Unavailable; members],
+        lease: 0,
+        lease_ms,
+        beyond: Admission::Unavailable,
+        blocked,
+    }
+}
+
+/// Decides an isolate's waiting members from `available`, in order: one
+/// over the rate limit is refused (and blocked), the others are admitted
+/// while the budget lasts and get `refusal` after. `allowed` hears of each
+/// member the limiter let through. Returns the admissions and how many
+/// were admitted.
+fn admit_members(
+    members: &[MemberId],
+    mut limiter: Option<&mut RateLimiter>,
+    now_ms: u64,
+    available: &mut u64,
+    refusal: Admission,
+    blocked: &mut Vec<(MemberId, u64)>,
+    mut allowed: impl FnMut(MemberId),
+) -> (Vec<Admission>, u32) {
+    let mut admitted = 0;
+    let admissions = members
+        .iter()
+        .map(|&member| {
+            if let Some(limiter) = limiter.as_deref_mut() {
+                if !limiter.allow(member, now_ms) {
+                    blocked.push((member, limiter.refused_for_ms(member, now_ms)));
+                    return Admission::RateLimited;
+                }
+                allowed(member);
+            }
+            if *available > 0 {
+                *available -= 1;
+                admitted += 1;
+                Admission::Admit
+            } else {
+                refusal
+            }
+        })
+        .collect();
+    (admissions, admitted)
+}
+
+/// An isolate's next lease: as big as its demand but no bigger than half
+/// of what is left shared among the leaseholders (itself included), so one
+/// isolate cannot hoard the budget while others wait; at least one while
+/// anything is left.
+fn lease_share(available: u64, leaseholders: u64, demand: u32) -> u32 {
+    let share = (available / (2 * leaseholders)).max(u64::from(available > 0));
+    share.min(u64::from(demand)) as u32
+}
+
 impl GateBook {
     pub fn new(settings: GateSettings) -> Self {
         Self {
@@ -362,41 +420,24 @@ impl GateBook {
     ) -> SyncAnswer {
         let lease_ms = self.settings.lease_ms;
         if self.reading.is_none() {
-            return SyncAnswer {
-                admissions: vec![Admission::Unavailable; request.members.len()],
-                lease: 0,
-                lease_ms,
-                beyond: Admission::Unavailable,
-                blocked,
-            };
+            return unavailable_answer(request.members.len(), lease_ms, blocked);
         }
         let mut available = self.budget().saturating_sub(self.held(now_ms));
         let sold_out = self.stock_left() == 0 && self.origin_says_sold_out();
-        let mut admitted = 0;
-        let admissions = request
-            .members
-            .iter()
-            .map(|&member| {
-                if let Some(limiter) = self.limiter.as_mut() {
-                    if !limiter.allow(member, now_ms) {
-                        blocked.push((member, limiter.refused_for_ms(member, now_ms)));
-                        return Admission::RateLimited;
-                    }
-                }
-                if available > 0 {
-                    available -= 1;
-                    admitted += 1;
-                    Admission::Admit
-                } else if sold_out {
-                    Admission::SoldOut
-                } else {
-                    Admission::Busy
-                }
-            })
-            .collect();
-        // A slice of what is left, as big as the isolate's demand but no
-        // bigger than half of it shared among the isolates holding leases:
-        // one isolate cannot hoard the budget while others wait.
+        let refusal = if sold_out {
+            Admission::SoldOut
+        } else {
+            Admission::Busy
+        };
+        let (admissions, admitted) = admit_members(
+            &request.members,
+            self.limiter.as_mut(),
+            now_ms,
+            &mut available,
+            refusal,
+            &mut blocked,
+            |_| {},
+        );
         let leasing = 1 + self
             .holders
             .iter()
@@ -404,8 +445,7 @@ impl GateBook {
                 **id != request.holder && h.lease > 0 && now_ms < h.lease_held_until_ms
             })
             .count() as u64;
-        let share = (available / (2 * leasing)).max(u64::from(available > 0));
-        let lease = share.min(u64::from(request.demand)) as u32;
+        let lease = lease_share(available, leasing, request.demand);
         available -= u64::from(lease);
         if let Some(holder) = self.holders.get_mut(&request.holder) {
             holder.unresolved += admitted;
@@ -675,21 +715,12 @@ impl ShardBook {
         self.blocks.retain(|_, until| now_ms < *until);
         blocked.extend(self.blocks.iter().map(|(m, until)| (*m, until - now_ms)));
         let Some(root_beyond) = self.root_beyond else {
-            return SyncAnswer {
-                admissions: vec![Admission::Unavailable; request.members.len()],
-                lease: 0,
-                lease_ms,
-                beyond: Admission::Unavailable,
-                blocked,
-            };
+            return unavailable_answer(request.members.len(), lease_ms, blocked);
         };
         let refusal = match root_beyond {
             Admission::Admit => Admission::Busy,
             other => other,
         };
-        let mut available = self.available(now_ms);
-        let mut admitted = 0;
-        let to_root = &mut self.to_root;
         if let Some(decided) = decided.filter(|d| d.len() == request.members.len()) {
             let at_root = decided.iter().filter(|a| **a == Admission::Admit).count() as u32;
             if let Some(holder) = self.holders.get_mut(&request.holder) {
@@ -697,27 +728,18 @@ impl ShardBook {
             }
             return self.finish_answer(request, now_ms, decided.to_vec(), blocked);
         }
-        let admissions = request
-            .members
-            .iter()
-            .map(|&member| {
-                if let Some(limiter) = self.limiter.as_mut() {
-                    if !limiter.allow(member, now_ms) {
-                        blocked.push((member, limiter.refused_for_ms(member, now_ms)));
-                        return Admission::RateLimited;
-                    }
-                    // The root charges it too: the limit spans shards.
-                    to_root.spent_members.push(member);
-                }
-                if available > 0 {
-                    available -= 1;
-                    admitted += 1;
-                    Admission::Admit
-                } else {
-                    refusal
-                }
-            })
-            .collect();
+        let mut available = self.available(now_ms);
+        let to_root = &mut self.to_root;
+        let (admissions, admitted) = admit_members(
+            &request.members,
+            self.limiter.as_mut(),
+            now_ms,
+            &mut available,
+            refusal,
+            &mut blocked,
+            // The root charges it too: the limit spans shards.
+            |member| to_root.spent_members.push(member),
+        );
         self.supply = available;
         self.to_root.spent += u64::from(admitted);
         if let Some(holder) = self.holders.get_mut(&request.holder) {
@@ -743,8 +765,7 @@ impl ShardBook {
             .iter()
             .filter(|(id, h)| **id != request.holder && h.lease > 0 && h.epoch == epoch)
             .count() as u64;
-        let share = (available / (2 * leasing)).max(u64::from(available > 0));
-        let lease = share.min(u64::from(request.demand)) as u32;
+        let lease = lease_share(available, leasing, request.demand);
         available -= u64::from(lease);
         self.supply = available;
         self.to_root.spent += u64::from(lease);
