@@ -810,3 +810,16 @@ async fn resharding_while_selling_loses_nothing_and_flags_still_sync() {
     accepted.extend((1..=3).map(|member| (later, member)));
     assert_invariants(cluster, &db, &[hot, later], &accepted).await;
 }
+
+/// The harness itself: a killed node whose port another process took
+/// meanwhile fails the test with the node's own log, not with a timeout
+/// that hides why.
+#[tokio::test]
+#[should_panic(expected = "Address already in use")]
+async fn a_node_that_cannot_restart_fails_the_test_with_its_log() {
+    let mut cluster = RedisCluster::start().await;
+    let port = *cluster.ports().last().unwrap();
+    cluster.kill(port);
+    let _taken = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    cluster.restart(port).await;
+}
