@@ -296,7 +296,27 @@ async fn a_primary_killed_mid_rush(replica_acks: u16) {
         .iter()
         .map(|&product| tokio::spawn(rush_until_sold_out(api.clone(), product, 3, deadline)))
         .collect();
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Killed once every product of the victim shard has sold a few units,
+    // and long before any sells out: a fixed delay is too long on a fast
+    // run and too short on a loaded one.
+    let mut conn = cluster.connection().await;
+    eventually(
+        Duration::from_secs(20),
+        "every product of the victim shard to be selling",
+        || {
+            let (mut conn, victim_products) = (conn.clone(), &victim_products);
+            async move {
+                for &product in victim_products {
+                    if STOCK - redis_stock(&mut conn, product).await < 5 {
+                        return None;
+                    }
+                }
+                Some(())
+            }
+        },
+    )
+    .await;
+    drop(conn);
     let mut cluster_handle = match redis {
         TestRedis::Cluster(cluster) => cluster,
         TestRedis::Single(_) => unreachable!(),
