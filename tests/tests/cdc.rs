@@ -267,6 +267,63 @@ async fn removing_stock_never_takes_reserved_units() {
     );
 }
 
+/// Units removed from an item already sold out remove nothing, and are
+/// applied as such at once: the edit does not fail and retry for ever,
+/// and the edits after it apply too. (The script once asked Redis to add
+/// "-0" units, which Redis refuses as not an integer.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_stock_from_a_sold_out_item_is_applied_and_later_edits_follow() {
+    let redis = RedisServer::start().await;
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    let origin = TestApp::start(redis.url(), &db, AppSettings::new()).await;
+    let api = origin.api();
+    let product = api.create_sale(&Sale::open(3)).await.product_id.get();
+    assert_eq!(buy_all(&api, product, 1..=3).await.len(), 3);
+    let pool = db.pool().await;
+    wait_for_orders(&pool, product, 3).await;
+    sql(
+        &pool,
+        "UPDATE products SET stock_total = 2 WHERE id = $1",
+        product,
+    )
+    .await;
+    let applied = || {
+        let pool = pool.clone();
+        async move {
+            let rows: Vec<(Option<i64>,)> = sqlx::query_as(
+                "SELECT stock_applied FROM product_changes \
+                 WHERE product_id = $1 AND op = 'update' ORDER BY id",
+            )
+            .bind(product)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            rows.iter()
+                .all(|(a,)| a.is_some())
+                .then(|| rows.iter().map(|(a,)| a.unwrap()).collect::<Vec<_>>())
+        }
+    };
+    let moved = eventually(PROPAGATION, "the removal to be applied", applied).await;
+    assert_eq!(moved, vec![0], "nothing unsold to remove");
+    assert_eq!(stock_available(&pool, product).await, 0);
+
+    sql(
+        &pool,
+        "UPDATE products SET stock_total = 7 WHERE id = $1",
+        product,
+    )
+    .await;
+    let moved = eventually(PROPAGATION, "the addition to be applied", applied).await;
+    assert_eq!(moved, vec![0, 5]);
+    let mut conn = redis.connection().await;
+    assert_eq!(redis_stock(&mut conn, product).await, 5);
+    eventually(PROPAGATION, "the added units to sell", || {
+        let api = api.clone();
+        async move { (api.buy(product, 4).await.status == 202).then_some(()) }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_relayed_twice_is_applied_once() {
     let redis = RedisServer::start().await;

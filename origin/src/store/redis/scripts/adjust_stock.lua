@@ -23,12 +23,16 @@ stock = tonumber(stock)
 local delta = tonumber(ARGV[2])
 local moved = delta
 if delta < 0 and -delta > stock then
-  moved = -stock
+  -- 0 - stock, not -stock: negating 0 gives -0, which reaches Redis as
+  -- "-0", and HINCRBY refuses that as not an integer.
+  moved = 0 - stock
 end
 local max = 9007199254740991
 if delta > 0 and delta > max - stock then
   moved = max - stock
 end
-stock = redis.call('HINCRBY', KEYS[1], 'stock', moved)
+if moved ~= 0 then
+  stock = redis.call('HINCRBY', KEYS[1], 'stock', moved)
+end
 redis.call('HSET', KEYS[2], ARGV[1], moved)
 return {moved, stock, 1}
