@@ -31,6 +31,9 @@ pub struct Metrics {
     pub stock_returned: IntCounter,
     pub changes_relayed: IntCounter,
     pub changes_applied: IntCounter,
+    /// Failed rounds of the change relay, by stage (`relay`, `apply`): a
+    /// change that cannot be applied retries every second, and counts.
+    pub change_failures: IntCounterVec,
     pub stock_drift: IntGaugeVec,
     pub reconcile_repairs: IntCounter,
     /// Filled in at scrape time: whether Redis and the database answer.
@@ -157,6 +160,14 @@ impl Metrics {
             "Catalogue changes this process applied to Redis",
         )
         .unwrap();
+        let change_failures = IntCounterVec::new(
+            Opts::new(
+                "seckill_catalogue_change_failures_total",
+                "Rounds of relaying (stage relay) or applying (stage apply) catalogue changes that failed and will be retried",
+            ),
+            &["stage"],
+        )
+        .unwrap();
         let stock_drift = IntGaugeVec::new(
             Opts::new(
                 "seckill_stock_drift",
@@ -213,6 +224,7 @@ impl Metrics {
             Box::new(stock_returned.clone()),
             Box::new(changes_relayed.clone()),
             Box::new(changes_applied.clone()),
+            Box::new(change_failures.clone()),
             Box::new(stock_drift.clone()),
             Box::new(reconcile_repairs.clone()),
             Box::new(ready.clone()),
@@ -241,6 +253,7 @@ impl Metrics {
             stock_returned,
             changes_relayed,
             changes_applied,
+            change_failures,
             stock_drift,
             reconcile_repairs,
             ready,

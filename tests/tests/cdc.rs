@@ -267,6 +267,62 @@ async fn removing_stock_never_takes_reserved_units() {
     );
 }
 
+/// While the database is away the relaying origin's failed rounds are
+/// counted (what `SeckillCatalogueChangesFailing` watches); once it is back
+/// they stop, and an edit made then reaches Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_relay_rounds_are_counted_until_the_database_returns() {
+    let redis = RedisServer::start().await;
+    let db = TestDatabase::create(Backend::Postgres).await;
+    let origin = TestApp::start(redis.url(), &db, AppSettings::new()).await;
+    let api = origin.api();
+    let product = api.create_sale(&Sale::open(5)).await.product_id.get();
+    let failures = || {
+        let api = api.clone();
+        async move {
+            api.metric(
+                "seckill_catalogue_change_failures_total",
+                &[("stage", "relay")],
+            )
+            .await
+        }
+    };
+    assert_eq!(failures().await, 0.0);
+
+    db.refuse_connections().await;
+    eventually(
+        Duration::from_secs(10),
+        "failed rounds to be counted",
+        || async { (failures().await >= 2.0).then_some(()) },
+    )
+    .await;
+    db.allow_connections().await;
+
+    let pool = db.pool().await;
+    sql(
+        &pool,
+        "UPDATE products SET flash_price_cents = 321 WHERE id = $1",
+        product,
+    )
+    .await;
+    let mut conn = redis.connection().await;
+    eventually(PROPAGATION, "the edit in redis", || {
+        let mut conn = conn.clone();
+        async move {
+            (conn
+                .hget::<_, _, i64>(keys().item(pid(product)), "price")
+                .await
+                .ok()?
+                == 321)
+                .then_some(())
+        }
+    })
+    .await;
+    let settled = failures().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(failures().await, settled, "no failed round once it is back");
+}
+
 /// Units removed from an item already sold out remove nothing, and are
 /// applied as such at once: the edit does not fail and retry for ever,
 /// and the edits after it apply too. (The script once asked Redis to add

@@ -87,6 +87,10 @@ pub async fn run(ctx: CdcContext, poll: Duration) {
             Ok(relayed) => relayed,
             Err(err) => {
                 tracing::warn!(error = %chain(&err), "relaying catalogue changes failed; will retry");
+                ctx.metrics
+                    .change_failures
+                    .with_label_values(&["relay"])
+                    .inc();
                 shutdown.sleep(RETRY).await;
                 continue;
             }
@@ -95,6 +99,10 @@ pub async fn run(ctx: CdcContext, poll: Duration) {
             Ok(applied) => applied,
             Err(err) => {
                 tracing::warn!(error = %chain(&err), "applying catalogue changes failed; will retry");
+                ctx.metrics
+                    .change_failures
+                    .with_label_values(&["apply"])
+                    .inc();
                 shutdown.sleep(RETRY).await;
                 continue;
             }
