@@ -305,7 +305,7 @@ async fn failed_relay_rounds_are_counted_until_the_database_returns() {
         product,
     )
     .await;
-    let mut conn = redis.connection().await;
+    let conn = redis.connection().await;
     eventually(PROPAGATION, "the edit in redis", || {
         let mut conn = conn.clone();
         async move {
