@@ -299,7 +299,7 @@ async fn a_primary_killed_mid_rush(replica_acks: u16) {
     // Killed once every product of the victim shard has sold a few units,
     // and long before any sells out: a fixed delay is too long on a fast
     // run and too short on a loaded one.
-    let mut conn = cluster.connection().await;
+    let conn = cluster.connection().await;
     eventually(
         Duration::from_secs(20),
         "every product of the victim shard to be selling",
