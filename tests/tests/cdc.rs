@@ -104,18 +104,7 @@ async fn edits_reach_every_origin(backend: Backend, redis: RedisBackend) {
     );
     // New reservations are made at the new price.
     let mut conn = redis.connection().await;
-    eventually(PROPAGATION, "the price in redis", || {
-        let mut conn = conn.clone();
-        async move {
-            (conn
-                .hget::<_, _, i64>(keys().item(pid(product)), "price")
-                .await
-                .ok()?
-                == 123)
-                .then_some(())
-        }
-    })
-    .await;
+    redis_price_becomes(&conn, product, 123).await;
     assert_eq!(b.api().buy(product, 1).await.status, 202);
     let entries: redis::streams::StreamRangeReply =
         conn.xrange_all(keys().orders(pid(product))).await.unwrap();
@@ -156,6 +145,26 @@ async fn edits_reach_every_origin(backend: Backend, redis: RedisBackend) {
         })
         .await;
     }
+}
+
+/// Waits until Redis sells `product` at `price` (cents): the edit reached
+/// the item there.
+async fn redis_price_becomes<C>(conn: &C, product: i64, price: i64)
+where
+    C: redis::aio::ConnectionLike + Clone + Send + Sync,
+{
+    eventually(PROPAGATION, "the price in redis", || {
+        let mut conn = conn.clone();
+        async move {
+            (conn
+                .hget::<_, _, i64>(keys().item(pid(product)), "price")
+                .await
+                .ok()?
+                == price)
+                .then_some(())
+        }
+    })
+    .await;
 }
 
 variants!(edits_reach_every_origin {
@@ -305,19 +314,7 @@ async fn failed_relay_rounds_are_counted_until_the_database_returns() {
         product,
     )
     .await;
-    let conn = redis.connection().await;
-    eventually(PROPAGATION, "the edit in redis", || {
-        let mut conn = conn.clone();
-        async move {
-            (conn
-                .hget::<_, _, i64>(keys().item(pid(product)), "price")
-                .await
-                .ok()?
-                == 321)
-                .then_some(())
-        }
-    })
-    .await;
+    redis_price_becomes(&redis.connection().await, product, 321).await;
     let settled = failures().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(failures().await, settled, "no failed round once it is back");
