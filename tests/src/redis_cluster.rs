@@ -440,21 +440,24 @@ impl RedisCluster {
         self.spawn(index);
         // A node that cannot start (its port taken meanwhile by another
         // test, say) says why in its log: fail with that, not a timeout.
-        let log = self.dir.path().join(port.to_string()).join("redis.log");
+        let log = || {
+            let path = self.dir.path().join(port.to_string()).join("redis.log");
+            std::fs::read_to_string(path).unwrap_or_default()
+        };
         for _ in 0..300 {
-            if node_connection(port).await.is_some() {
-                break;
+            if answers_ping(port).await {
+                return;
             }
             let child = self.nodes[index].child.as_mut().expect("just spawned");
             if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "node {port} exited ({status}) on restart: {}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
+                panic!("node {port} exited ({status}) on restart: {}", log());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        wait_for_ping(port).await;
+        panic!(
+            "node {port} did not answer PING within 30 s of its restart: {}",
+            log()
+        );
     }
 
     /// How often `command` (lower case) ran on the primaries, summed.
@@ -552,13 +555,17 @@ async fn wait_for_ping(port: u16) {
     crate::eventually(
         Duration::from_secs(10),
         "a cluster node to answer PING",
-        || async move {
-            let mut conn = node_connection(port).await?;
-            let pong: String = redis::cmd("PING").query_async(&mut conn).await.ok()?;
-            (pong == "PONG").then_some(())
-        },
+        || async move { answers_ping(port).await.then_some(()) },
     )
     .await;
+}
+
+async fn answers_ping(port: u16) -> bool {
+    let Some(mut conn) = node_connection(port).await else {
+        return false;
+    };
+    let pong: Option<String> = redis::cmd("PING").query_async(&mut conn).await.ok();
+    pong.as_deref() == Some("PONG")
 }
 
 /// Which Redis a suite's test runs on.
