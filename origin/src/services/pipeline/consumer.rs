@@ -169,8 +169,7 @@ impl Consumer {
     async fn handle(&mut self, mut delivered: Vec<Delivery>) {
         let batch = self.ctx.settings.batch.max(1);
         while !delivered.is_empty() {
-            let rest = delivered.split_off(delivered.len().min(batch));
-            let chunk = std::mem::replace(&mut delivered, rest);
+            let chunk: Vec<Delivery> = delivered.drain(..delivered.len().min(batch)).collect();
             let span = tracing::info_span!("order_batch", entries = chunk.len());
             self.handle_batch(chunk).instrument(span).await;
         }
